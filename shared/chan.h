@@ -1,0 +1,109 @@
+/*
+ * The channel between the supervisor and one worker: a SOCK_SEQPACKET
+ * socketpair, one message per datagram.
+ *
+ * Wire format of a message (all integers big-endian):
+ *
+ *   offset 0  u16 magic   0x4D4C ("ML")
+ *          2  u8  version MOLT_CHAN_VERSION
+ *          3  u8  nfds    number of descriptors carried in SCM_RIGHTS
+ *          4  u16 type    molt_msg_type_t
+ *          6  u16 reserved, 0
+ *          8  u32 length  of the body that follows
+ *         12  body        exactly one msgpack object, a map with string keys
+ *
+ * A receiver checks everything: the datagram's size against the header,
+ * MSG_TRUNC / MSG_CTRUNC, that control data is SOL_SOCKET/SCM_RIGHTS only and
+ * carries exactly `nfds` descriptors, the magic, version, type range, and that
+ * the body is one complete msgpack map. On any violation every received
+ * descriptor is closed and the message is refused; no raw structs cross.
+ */
+#ifndef MOLT_SHARED_CHAN_H
+#define MOLT_SHARED_CHAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#define MOLT_CHAN_MAGIC 0x4D4C
+#define MOLT_CHAN_VERSION 1
+#define MOLT_CHAN_HEADER_SIZE 12
+#define MOLT_CHAN_MAX_BODY (60 * 1024) /* fits a default SEQPACKET socket buffer */
+#define MOLT_CHAN_MAX_FDS 8
+
+typedef enum molt_msg_type {
+    MOLT_MSG_NONE = 0,
+    /* worker -> supervisor */
+    MOLT_MSG_READY = 1, /* {plugins: [{name, plugin, version, file}]} plugins loaded and initialised */
+    MOLT_MSG_FAIL = 2,  /* {phase: "load"|"init"|..., plugin?: name, reason: text} then exit(FATAL) */
+    MOLT_MSG_STATS = 3, /* {requests: [1xx,2xx,3xx,4xx,5xx], conns, accepted, rss} */
+    MOLT_MSG_DRAINED = 4, /* {} graceful stop finished: no connection left, exiting */
+    /* supervisor -> worker */
+    MOLT_MSG_STOP = 16, /* {graceful: bool} stop accepting; finish; exit */
+    MOLT_MSG_TYPE_COUNT
+} molt_msg_type_t;
+
+/* Name of a message type for logs ("READY"); "?" if unknown. */
+const char *molt_msg_type_name(unsigned type);
+
+typedef struct molt_msg {
+    uint16_t type;
+    msgpack_unpacked unpacked;   /* owns the body */
+    const msgpack_object *body;  /* the body map, inside `unpacked` */
+    int fds[MOLT_CHAN_MAX_FDS];  /* received descriptors; a taker sets its slot to -1 */
+    size_t nfds;
+} molt_msg_t;
+
+/* Creates a SOCK_SEQPACKET socketpair with SOCK_CLOEXEC; 0 or -errno. */
+int molt_chan_pair(int sv[2]);
+
+/*
+ * Sends one message. `body` holds one packed msgpack map (NULL or empty sends
+ * an empty map). `fds` are sent with SCM_RIGHTS and stay open in the caller.
+ * Returns 0, -EAGAIN if the socket is non-blocking and full, -EMSGSIZE if the
+ * body is over MOLT_CHAN_MAX_BODY or there are over MOLT_CHAN_MAX_FDS fds,
+ * -EPIPE if the peer is gone, or another -errno.
+ */
+int molt_chan_send(int fd, molt_msg_type_t type, const msgpack_sbuffer *body, const int *fds, size_t nfds);
+
+/*
+ * Receives one message into *msg (initialise nothing; free with molt_msg_free).
+ * Returns 0; -EAGAIN if nothing is waiting; -EPIPE on EOF (the peer closed);
+ * -EBADMSG if the message broke any rule above (descriptors already closed,
+ * nothing to free); or another -errno.
+ */
+int molt_chan_recv(int fd, molt_msg_t *msg);
+
+/*
+ * Decodes a datagram that has already been read: `buf`/`len` the bytes,
+ * `fds`/`nfds` the descriptors that came with it (ownership passes to msg on
+ * success; on failure they are closed). 0 or -EBADMSG. recv uses it; fuzzers
+ * and tests call it directly.
+ */
+int molt_chan_decode(const void *buf, size_t len, int *fds, size_t nfds, molt_msg_t *msg);
+
+/* Frees the body and closes every descriptor still held (slot not -1). Accepts NULL. */
+void molt_msg_free(molt_msg_t *msg);
+
+/* Body accessors. Each looks up a key in the body map; absent or of another
+ * type returns false (or NULL) and leaves *out alone. */
+const msgpack_object *molt_msg_get(const molt_msg_t *msg, const char *key);
+bool molt_msg_get_u64(const molt_msg_t *msg, const char *key, uint64_t *out);
+bool molt_msg_get_bool(const molt_msg_t *msg, const char *key, bool *out);
+/* Copies a string value into buf (NUL-terminated, truncated to buflen-1). */
+bool molt_msg_get_str(const molt_msg_t *msg, const char *key, char *buf, size_t buflen);
+
+/* The same lookups on any msgpack map object (for nested maps such as READY's plugins). */
+const msgpack_object *molt_mp_map_get(const msgpack_object *map, const char *key);
+bool molt_mp_get_u64(const msgpack_object *map, const char *key, uint64_t *out);
+bool molt_mp_get_str(const msgpack_object *map, const char *key, char *buf, size_t buflen);
+
+/* Packing helpers for bodies: a string key followed by a value. */
+void molt_mp_pack_str(msgpack_packer *pk, const char *s);
+void molt_mp_pack_kv_str(msgpack_packer *pk, const char *key, const char *value);
+void molt_mp_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value);
+void molt_mp_pack_kv_bool(msgpack_packer *pk, const char *key, bool value);
+
+#endif

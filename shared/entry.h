@@ -1,0 +1,38 @@
+/*
+ * The contract between the supervisor's fork() and the worker's main: what a
+ * freshly forked worker is handed. It lives in shared/ because it is the one
+ * point where the two processes meet; supervisor/ and worker/ never include
+ * each other's headers.
+ *
+ * The child inherits the parent's memory, so the generation's parsed config
+ * is passed by pointer: the worker serves exactly the config its generation
+ * was prepared from, with no re-parse that could diverge.
+ */
+#ifndef MOLT_SHARED_ENTRY_H
+#define MOLT_SHARED_ENTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shared/config.h"
+
+/* The fixed descriptor layout a worker moves its inherited fds into before it
+ * closes everything else with close_range(). */
+#define MOLT_WRK_FD_CHANNEL 3
+#define MOLT_WRK_FD_LISTEN0 4 /* listeners follow, in config order */
+
+typedef struct molt_worker_boot {
+    const molt_config_t *cfg; /* the generation's config (inherited memory) */
+    int chan_fd;              /* this worker's end of its channel */
+    const int *listen_fds;    /* cfg->nlisten listening sockets, in config order */
+    unsigned slot;            /* process-table slot, 0..workers-1 */
+    uint64_t gen;             /* generation number */
+    const char *gen_id;       /* generation UUID (text) */
+    const char *plugin_dir;   /* directory the generation's .so files are loaded from;
+                               * NULL: each plugin's resolved config path */
+} molt_worker_boot_t;
+
+/* Runs a worker; never returns (exits with a code from shared/exit.h). */
+__attribute__((noreturn)) void wrk_main(const molt_worker_boot_t *boot);
+
+#endif
