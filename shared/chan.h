@@ -40,6 +40,7 @@ typedef enum molt_msg_type {
     MOLT_MSG_FAIL = 2,  /* {phase: "load"|"init"|..., plugin?: name, reason: text} then exit(FATAL) */
     MOLT_MSG_STATS = 3, /* {requests: [1xx,2xx,3xx,4xx,5xx], conns, accepted, rss} */
     MOLT_MSG_DRAINED = 4, /* {} graceful stop finished: no connection left, exiting */
+    MOLT_MSG_LOADING = 5, /* {plugin, file} about to initialise this instance (blame for a crash) */
     /* supervisor -> worker */
     MOLT_MSG_STOP = 16, /* {graceful: bool} stop accepting; finish; exit */
     MOLT_MSG_TYPE_COUNT

@@ -1,1 +1,332 @@
-/* under construction */
+/*
+ * The control socket: a UNIX stream socket; one JSON request per line in,
+ * one JSON reply per line out (docs/control-protocol.md). Requests are
+ * answered from the supervisor's loop; a slow or hostile client costs a
+ * bounded buffer and is dropped, never blocks the loop.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "shared/log.h"
+#include "shared/util.h"
+#include "supervisor/sup.h"
+
+#define CTL_MAX_LINE (64 * 1024)
+#define CTL_MAX_CONNS 64
+#define CTL_MAX_OUT (16 * 1024 * 1024)
+
+typedef struct sup_ctl_conn {
+    struct sup_ctl_conn *next;
+    int fd;
+    molt_buf_t in;
+    molt_buf_t out;
+    bool closing; /* close once `out` is written */
+    ev_io w;
+} ctl_conn_t;
+
+static unsigned ctl_nconns;
+
+static void conn_free(ctl_conn_t *c)
+{
+    for (ctl_conn_t **pp = &S.ctl_conns; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    ev_io_stop(S.loop, &c->w);
+    molt_close(&c->fd);
+    molt_buf_free(&c->in);
+    molt_buf_free(&c->out);
+    free(c);
+    ctl_nconns--;
+}
+
+static json_t *cmd_status(const json_t *req)
+{
+    (void)req;
+    const sup_gen_t *gen = S.active;
+    json_t *r = json_pack("{s:b,s:I,s:s,s:I,s:I,s:s}", "ok", 1, "pid", (json_int_t)getpid(), "version",
+                          MOLT_VERSION, "started_ms", (json_int_t)S.started_wall, "uptime_ms",
+                          (json_int_t)(molt_now_ms() - S.started_mono), "state",
+                          S.state == SUP_BOOTING ? "starting" : S.state == SUP_RUNNING ? "running" : "stopping");
+    if (gen) {
+        json_object_set_new(r, "config", json_string(gen->cfg->path));
+        json_object_set_new(r, "generation",
+                            json_pack("{s:I,s:s,s:s,s:I,s:I,s:O}", "number", (json_int_t)gen->number, "id",
+                                      gen->id, "state", sup_gen_state_name(gen->state), "workers",
+                                      (json_int_t)gen->nworkers, "created_ms", (json_int_t)gen->created_ms,
+                                      "plugins", gen->plugins ? gen->plugins : json_array()));
+        json_t *ls = json_array();
+        for (size_t i = 0; i < gen->cfg->nlisten; i++)
+            json_array_append_new(ls, json_pack("{s:s,s:s}", "name", gen->cfg->listen[i].name, "address",
+                                                gen->cfg->listen[i].address));
+        json_object_set_new(r, "listen", ls);
+    } else {
+        json_object_set_new(r, "generation", json_null());
+    }
+    json_object_set_new(r, "workers", sup_procs_json());
+    return r;
+}
+
+static json_t *cmd_stop(const json_t *req)
+{
+    json_t *fast = json_object_get(req, "fast");
+    bool is_fast = json_is_true(fast);
+    if (fast && !json_is_boolean(fast))
+        return json_pack("{s:b,s:s}", "ok", 0, "error", "\"fast\" must be true or false");
+    molt_notice("control: stop (%s) requested", is_fast ? "fast" : "graceful");
+    sup_stop(is_fast);
+    return json_pack("{s:b,s:s}", "ok", 1, "stopping", is_fast ? "fast" : "graceful");
+}
+
+static const struct {
+    const char *name;
+    json_t *(*fn)(const json_t *req);
+} ctl_cmds[] = {
+    {"status", cmd_status},
+    {"stop", cmd_stop},
+};
+
+static json_t *ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static json_t *ctl_error(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return json_pack("{s:b,s:s}", "ok", 0, "error", msg);
+}
+
+static json_t *ctl_handle_line(const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!req)
+        return ctl_error("invalid JSON: %s", jerr.text);
+    json_t *reply;
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    if (!json_is_object(req) || !cmd) {
+        reply = ctl_error("%s", "a request is a JSON object with a string \"cmd\"");
+        goto out;
+    }
+    for (size_t i = 0; i < MOLT_ARRAY_SIZE(ctl_cmds); i++) {
+        if (strcmp(cmd, ctl_cmds[i].name) == 0) {
+            reply = ctl_cmds[i].fn(req);
+            goto out;
+        }
+    }
+    reply = ctl_error("unknown command \"%s\"", cmd);
+out:
+    json_decref(req);
+    return reply;
+}
+
+static void conn_flush(ctl_conn_t *c)
+{
+    while (c->out.len) {
+        ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            conn_free(c);
+            return;
+        }
+        molt_buf_consume(&c->out, (size_t)n);
+    }
+    if (!c->out.len && c->closing) {
+        conn_free(c);
+        return;
+    }
+    int events = EV_READ | (c->out.len ? EV_WRITE : 0);
+    if (c->closing)
+        events &= ~EV_READ;
+    if (events != (c->w.events & (EV_READ | EV_WRITE))) {
+        ev_io_stop(S.loop, &c->w);
+        ev_io_set(&c->w, c->fd, events);
+        ev_io_start(S.loop, &c->w);
+    }
+}
+
+static void conn_reply(ctl_conn_t *c, json_t *reply)
+{
+    char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+    json_decref(reply);
+    if (!text || molt_buf_printf(&c->out, "%s\n", text) < 0 || c->out.len > CTL_MAX_OUT)
+        c->closing = true;
+    free(text);
+}
+
+static void on_conn(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    ctl_conn_t *c = w->data;
+    if (revents & EV_WRITE) {
+        conn_flush(c);
+        return; /* c may be gone; reads come on the next event */
+    }
+    if (molt_buf_reserve(&c->in, 4096) < 0) {
+        conn_free(c);
+        return;
+    }
+    ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+    if (n <= 0) {
+        conn_free(c);
+        return;
+    }
+    c->in.len += (size_t)n;
+    char *nl;
+    while (!c->closing && (nl = memchr(c->in.data, '\n', c->in.len))) {
+        size_t len = (size_t)(nl - c->in.data);
+        conn_reply(c, ctl_handle_line(c->in.data, len));
+        molt_buf_consume(&c->in, len + 1);
+    }
+    if (c->in.len > CTL_MAX_LINE) {
+        conn_reply(c, ctl_error("request line longer than %d bytes", CTL_MAX_LINE));
+        c->closing = true;
+    }
+    conn_flush(c);
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    for (;;) {
+        int fd = accept4(S.ctl_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+                molt_warn("accept() on the control socket failed: %s", strerror(errno));
+            return;
+        }
+        if (ctl_nconns >= CTL_MAX_CONNS) {
+            static const char busy[] = "{\"ok\":false,\"error\":\"too many control connections\"}\n";
+            ssize_t r = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL);
+            (void)r; /* best effort: the client is refused either way */
+            close(fd);
+            continue;
+        }
+        ctl_conn_t *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->fd = fd;
+        c->next = S.ctl_conns;
+        S.ctl_conns = c;
+        ctl_nconns++;
+        ev_io_init(&c->w, on_conn, fd, EV_READ);
+        c->w.data = c;
+        ev_io_start(S.loop, &c->w);
+    }
+}
+
+/* Is a moltd answering on this socket path? */
+static bool socket_alive(const struct sockaddr_un *sa)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool alive = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+    close(fd);
+    return alive;
+}
+
+int sup_ctl_open(const molt_config_t *cfg)
+{
+    const char *path = cfg->control_socket;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        molt_error("control.socket %s: path longer than %zu bytes", path, sizeof(sa.sun_path) - 1);
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+
+    /* The socket's directory: created private if missing. */
+    char dir[sizeof(sa.sun_path)];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+            molt_error("mkdir(%s) failed for control.socket: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            molt_error("control.socket %s exists and is not a socket; refusing to replace it", path);
+            return -1;
+        }
+        if (socket_alive(&sa)) {
+            molt_error("control.socket %s: another moltd is running there", path);
+            return -1;
+        }
+        unlink(path); /* stale: left by a moltd that died */
+    }
+
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        molt_error("socket() failed for control.socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* Create the file with its final mode: no window where it is wider. */
+    mode_t old = umask(~cfg->control_mode & 0777);
+    int brc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    int berr = errno;
+    umask(old);
+    if (brc < 0) {
+        molt_error("bind() to control.socket %s failed: %s", path, strerror(berr));
+        close(fd);
+        return -1;
+    }
+    if (chmod(path, cfg->control_mode) < 0)
+        molt_warn("chmod(%s, %04o) failed: %s", path, (unsigned)cfg->control_mode, strerror(errno));
+    if (listen(fd, 64) < 0) {
+        molt_error("listen() on control.socket %s failed: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    S.ctl_fd = fd;
+    S.ctl_path = strdup(path);
+    ev_io_init(&S.ctl_w, on_accept, fd, EV_READ);
+    ev_io_start(S.loop, &S.ctl_w);
+    molt_info("control socket %s (mode %04o)", path, (unsigned)cfg->control_mode);
+    return 0;
+}
+
+void sup_ctl_close(void)
+{
+    while (S.ctl_conns) {
+        ctl_conn_t *c = S.ctl_conns;
+        /* One last try to send what is already answered (the reply to
+         * "stop"); never block on a client that does not read. */
+        conn_flush(c);
+        if (S.ctl_conns == c)
+            conn_free(c);
+    }
+    if (S.ctl_fd >= 0) {
+        ev_io_stop(S.loop, &S.ctl_w);
+        molt_close(&S.ctl_fd);
+    }
+    if (S.ctl_path) {
+        unlink(S.ctl_path);
+        free(S.ctl_path);
+        S.ctl_path = NULL;
+    }
+}

@@ -1,1 +1,468 @@
-/* under construction */
+/*
+ * The process table: fixed slots, one entry per worker of a generation.
+ * An entry goes EMPTY -> STARTING -> READY -> (DRAINING) -> EMPTY, or, when
+ * its process dies while its generation is active, -> BACKOFF -> STARTING
+ * again after the slot's backoff delay, or -> FAILED on a fatal exit.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <uuid/uuid.h>
+
+#include "shared/chan.h"
+#include "shared/entry.h"
+#include "shared/exit.h"
+#include "shared/log.h"
+#include "shared/util.h"
+#include "supervisor/sup.h"
+
+static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents);
+static void proc_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* ---- generations ------------------------------------------------------------------------ */
+
+sup_gen_t *sup_gen_new(molt_config_t *cfg)
+{
+    size_t i;
+    for (i = 0; i < SUP_MAX_GENS && S.gens[i]; i++)
+        ;
+    if (i == SUP_MAX_GENS) {
+        molt_error("cannot create a generation: %d generations are still running", SUP_MAX_GENS);
+        return NULL;
+    }
+    sup_gen_t *gen = calloc(1, sizeof(*gen));
+    if (!gen)
+        return NULL;
+    uuid_t u;
+    uuid_generate(u);
+    uuid_unparse_lower(u, gen->id);
+    gen->number = ++S.next_gen;
+    gen->cfg = cfg;
+    gen->nworkers = cfg->workers;
+    gen->created_ms = molt_wall_ms();
+    gen->state = SUP_GEN_STARTING;
+    S.gens[i] = gen;
+    return gen;
+}
+
+void sup_gen_free(sup_gen_t *gen)
+{
+    if (!gen)
+        return;
+    for (size_t i = 0; i < SUP_MAX_GENS; i++)
+        if (S.gens[i] == gen)
+            S.gens[i] = NULL;
+    if (S.active == gen)
+        S.active = NULL;
+    molt_config_free(gen->cfg);
+    json_decref(gen->plugins);
+    free(gen);
+}
+
+/* ---- entries ---------------------------------------------------------------------------- */
+
+static sup_proc_t *proc_alloc(sup_gen_t *gen, unsigned slot)
+{
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state != SUP_W_EMPTY)
+            continue;
+        memset(p, 0, sizeof(*p));
+        p->gen = gen;
+        p->slot = slot;
+        p->chan = -1;
+        gen->nprocs++;
+        return p;
+    }
+    return NULL;
+}
+
+static void proc_release(sup_proc_t *p)
+{
+    sup_gen_t *gen = p->gen;
+    ev_io_stop(S.loop, &p->chan_w);
+    ev_timer_stop(S.loop, &p->timer_w);
+    molt_close(&p->chan);
+    p->state = SUP_W_EMPTY;
+    p->pid = 0;
+    p->gen = NULL;
+    if (gen && --gen->nprocs == 0 && gen->state == SUP_GEN_DRAINING && gen != S.active) {
+        molt_info("generation %llu (%s) has no worker left", (unsigned long long)gen->number, gen->id);
+        sup_gen_free(gen);
+    }
+}
+
+static sup_proc_t *proc_by_pid(pid_t pid)
+{
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++)
+        if (S.procs[i].state != SUP_W_EMPTY && S.procs[i].pid == pid)
+            return &S.procs[i];
+    return NULL;
+}
+
+/* Forks the worker for entry p. 0, or -errno with nothing left running. */
+static int proc_spawn(sup_proc_t *p)
+{
+    sup_gen_t *gen = p->gen;
+    int sv[2];
+    int rc = molt_chan_pair(sv);
+    if (rc < 0) {
+        molt_error("socketpair() failed while spawning worker %u: %s", p->slot, strerror(-rc));
+        return rc;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        rc = -errno;
+        molt_error("fork() failed while spawning worker %u: %s", p->slot, strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
+        return rc;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        molt_worker_boot_t boot = {
+            .cfg = gen->cfg,
+            .chan_fd = sv[1],
+            .listen_fds = S.listen_fds,
+            .slot = p->slot,
+            .gen = gen->number,
+            .gen_id = gen->id,
+            .plugin_dir = NULL,
+        };
+        wrk_main(&boot);
+    }
+    close(sv[1]);
+    molt_fd_set_nonblock(sv[0], true);
+    p->pid = pid;
+    p->chan = sv[0];
+    p->state = SUP_W_STARTING;
+    p->started_mono = molt_now_ms();
+    p->started_wall = molt_wall_ms();
+    p->respawn_at_wall = 0;
+    p->loading[0] = '\0';
+    p->fail_reason[0] = '\0';
+    memset(p->requests, 0, sizeof(p->requests));
+    p->conns = p->rss = 0;
+    ev_io_init(&p->chan_w, proc_on_chan, p->chan, EV_READ);
+    p->chan_w.data = p;
+    ev_io_start(S.loop, &p->chan_w);
+    /* A worker must say READY within load_timeout_ms. */
+    ev_timer_init(&p->timer_w, proc_on_timer, gen->cfg->reload.load_timeout_ms / 1000.0, 0.);
+    p->timer_w.data = p;
+    ev_timer_start(S.loop, &p->timer_w);
+    molt_info("worker %u started, pid %d", p->slot, (int)pid);
+    return 0;
+}
+
+int sup_gen_spawn(sup_gen_t *gen)
+{
+    molt_info("generation %llu (%s): starting %u worker%s", (unsigned long long)gen->number, gen->id,
+              gen->nworkers, gen->nworkers == 1 ? "" : "s");
+    for (unsigned slot = 0; slot < gen->nworkers; slot++) {
+        sup_proc_t *p = proc_alloc(gen, slot);
+        if (!p) {
+            molt_error("process table full while spawning worker %u", slot);
+            return -ENOSPC;
+        }
+        int rc = proc_spawn(p);
+        if (rc < 0) {
+            proc_release(p);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void proc_send_stop(sup_proc_t *p, bool graceful)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    molt_mp_pack_kv_bool(&pk, "graceful", graceful);
+    int rc = p->chan >= 0 ? molt_chan_send(p->chan, MOLT_MSG_STOP, &sb, NULL, 0) : -EPIPE;
+    msgpack_sbuffer_destroy(&sb);
+    if (rc < 0) {
+        /* The channel is gone or full: signals say the same thing. */
+        molt_warn("worker %u (pid %d): STOP over channel failed (%s); sending %s", p->slot, (int)p->pid,
+                  strerror(-rc), graceful ? "SIGTERM" : "SIGQUIT");
+        kill(p->pid, graceful ? SIGTERM : SIGQUIT);
+    }
+}
+
+void sup_gen_stop(sup_gen_t *gen, bool graceful)
+{
+    gen->state = SUP_GEN_DRAINING;
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state == SUP_W_EMPTY || p->gen != gen)
+            continue;
+        if (p->pid > 0) {
+            /* A fast stop may follow a graceful one: send it again. */
+            proc_send_stop(p, graceful);
+            p->state = SUP_W_DRAINING;
+            ev_timer_stop(S.loop, &p->timer_w);
+        } else {
+            proc_release(p); /* BACKOFF or FAILED: nothing runs */
+        }
+    }
+}
+
+void sup_proc_kill_all(int sig)
+{
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++)
+        if (S.procs[i].state != SUP_W_EMPTY && S.procs[i].pid > 0)
+            kill(S.procs[i].pid, sig);
+}
+
+unsigned sup_procs_alive(void)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++)
+        if (S.procs[i].state != SUP_W_EMPTY && S.procs[i].pid > 0)
+            n++;
+    return n;
+}
+
+/* ---- events ----------------------------------------------------------------------------- */
+
+static void proc_on_ready(sup_proc_t *p, const molt_msg_t *msg)
+{
+    sup_gen_t *gen = p->gen;
+    if (p->state != SUP_W_STARTING)
+        return;
+    ev_timer_stop(S.loop, &p->timer_w);
+    p->state = SUP_W_READY;
+    p->loading[0] = '\0';
+    if (!gen->plugins) {
+        gen->plugins = json_array();
+        const msgpack_object *arr = molt_msg_get(msg, "plugins");
+        if (arr && arr->type == MSGPACK_OBJECT_ARRAY) {
+            for (uint32_t i = 0; i < arr->via.array.size; i++) {
+                const msgpack_object *o = &arr->via.array.ptr[i];
+                char name[128] = "", plugin[128] = "", version[64] = "", file[1024] = "";
+                molt_mp_get_str(o, "name", name, sizeof(name));
+                molt_mp_get_str(o, "plugin", plugin, sizeof(plugin));
+                molt_mp_get_str(o, "version", version, sizeof(version));
+                molt_mp_get_str(o, "file", file, sizeof(file));
+                json_array_append_new(gen->plugins, json_pack("{s:s,s:s,s:s,s:s}", "name", name, "plugin",
+                                                              plugin, "version", version, "file", file));
+            }
+        }
+    }
+    molt_info("worker %u (pid %d) ready", p->slot, (int)p->pid);
+    if (gen->state == SUP_GEN_STARTING && ++gen->nready == gen->nworkers)
+        sup_on_gen_ready(gen);
+}
+
+static void proc_on_stats(sup_proc_t *p, const molt_msg_t *msg)
+{
+    const msgpack_object *req = molt_msg_get(msg, "requests");
+    if (req && req->type == MSGPACK_OBJECT_ARRAY)
+        for (uint32_t i = 0; i < req->via.array.size && i < 5; i++)
+            if (req->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                p->requests[i] = req->via.array.ptr[i].via.u64;
+    molt_msg_get_u64(msg, "conns", &p->conns);
+    molt_msg_get_u64(msg, "rss", &p->rss);
+    if (sup_backoff_on_alive(&p->backoff, molt_now_ms() - p->started_mono))
+        molt_info("worker %u has been healthy for a minute: its restart backoff is reset", p->slot);
+}
+
+static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop, (void)revents;
+    sup_proc_t *p = w->data;
+    for (;;) {
+        molt_msg_t msg;
+        int rc = molt_chan_recv(p->chan, &msg);
+        if (rc == -EAGAIN)
+            return;
+        if (rc == -EPIPE) {
+            /* The process is exiting; its child watcher does the rest. */
+            ev_io_stop(S.loop, &p->chan_w);
+            molt_close(&p->chan);
+            return;
+        }
+        if (rc < 0) {
+            molt_error("worker %u (pid %d): refused a message on its channel: %s", p->slot, (int)p->pid,
+                       strerror(-rc));
+            continue;
+        }
+        switch (msg.type) {
+        case MOLT_MSG_READY:
+            proc_on_ready(p, &msg);
+            break;
+        case MOLT_MSG_LOADING: {
+            char plugin[96] = "", file[150] = "";
+            molt_msg_get_str(&msg, "plugin", plugin, sizeof(plugin));
+            molt_msg_get_str(&msg, "file", file, sizeof(file));
+            snprintf(p->loading, sizeof(p->loading), "plugin %s (%s)", plugin, file);
+            break;
+        }
+        case MOLT_MSG_FAIL: {
+            char phase[32] = "", plugin[96] = "", file[256] = "", reason[384] = "";
+            molt_msg_get_str(&msg, "phase", phase, sizeof(phase));
+            molt_msg_get_str(&msg, "plugin", plugin, sizeof(plugin));
+            molt_msg_get_str(&msg, "file", file, sizeof(file));
+            molt_msg_get_str(&msg, "reason", reason, sizeof(reason));
+            if (plugin[0])
+                snprintf(p->fail_reason, sizeof(p->fail_reason), "plugin %s (%s): %s", plugin, file, reason);
+            else
+                snprintf(p->fail_reason, sizeof(p->fail_reason), "%s", reason);
+            molt_error("worker %u (pid %d) failed to start: %s", p->slot, (int)p->pid, p->fail_reason);
+            break;
+        }
+        case MOLT_MSG_STATS:
+            proc_on_stats(p, &msg);
+            break;
+        case MOLT_MSG_DRAINED:
+            molt_info("worker %u (pid %d) drained", p->slot, (int)p->pid);
+            break;
+        default:
+            molt_warn("worker %u (pid %d): unexpected %s message; ignored", p->slot, (int)p->pid,
+                      molt_msg_type_name(msg.type));
+            break;
+        }
+        molt_msg_free(&msg);
+        if (p->chan < 0)
+            return;
+    }
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, len, "exited with code %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d (%s)%s", WTERMSIG(status), strsignal(WTERMSIG(status)),
+                 WCOREDUMP(status) ? ", core dumped" : "");
+    else
+        snprintf(buf, len, "ended with status 0x%x", status);
+}
+
+static void proc_schedule_respawn(sup_proc_t *p)
+{
+    uint64_t now = molt_now_ms();
+    uint32_t delay = sup_backoff_on_death(&p->backoff, p->started_mono, now);
+    p->state = SUP_W_BACKOFF;
+    p->pid = 0;
+    p->respawn_at_wall = molt_wall_ms() + delay;
+    ev_timer_stop(S.loop, &p->timer_w);
+    ev_timer_init(&p->timer_w, proc_on_timer, delay / 1000.0, 0.);
+    ev_timer_start(S.loop, &p->timer_w);
+    if (sup_backoff_crashloop(&p->backoff))
+        molt_error("worker %u is in a crash loop: %u deaths without a minute of health; next start in %u ms",
+                   p->slot, p->backoff.failures, delay);
+    else
+        molt_warn("worker %u will be replaced in %u ms", p->slot, delay);
+}
+
+static void proc_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    sup_proc_t *p = w->data;
+    if (p->state == SUP_W_STARTING) {
+        molt_error("worker %u (pid %d) did not become ready within load_timeout_ms (%u ms)%s%s; killing it",
+                   p->slot, (int)p->pid, p->gen->cfg->reload.load_timeout_ms,
+                   p->loading[0] ? " while initialising " : "", p->loading);
+        snprintf(p->fail_reason, sizeof(p->fail_reason), "did not become ready within %u ms%s%s",
+                 p->gen->cfg->reload.load_timeout_ms, p->loading[0] ? " (hung initialising " : "",
+                 p->loading[0] ? p->loading : "");
+        if (p->loading[0])
+            strncat(p->fail_reason, ")", sizeof(p->fail_reason) - strlen(p->fail_reason) - 1);
+        kill(p->pid, SIGKILL);
+        return;
+    }
+    if (p->state == SUP_W_BACKOFF && S.state == SUP_RUNNING && p->gen->state == SUP_GEN_ACTIVE) {
+        p->restarts++;
+        if (proc_spawn(p) < 0)
+            proc_schedule_respawn(p);
+    }
+}
+
+void sup_on_child(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)loop, (void)revents;
+    sup_proc_t *p = proc_by_pid(w->rpid);
+    if (!p)
+        return; /* not a worker (or already forgotten) */
+    sup_gen_t *gen = p->gen;
+    bool was_starting = p->state == SUP_W_STARTING;
+    describe_exit(w->rstatus, p->last_exit, sizeof(p->last_exit));
+    ev_io_stop(S.loop, &p->chan_w);
+    ev_timer_stop(S.loop, &p->timer_w);
+    molt_close(&p->chan);
+
+    bool expected = p->state == SUP_W_DRAINING || gen->state == SUP_GEN_DRAINING || S.state == SUP_STOPPING;
+    if (expected) {
+        molt_info("worker %u (pid %d) %s", p->slot, (int)p->pid, p->last_exit);
+        proc_release(p);
+        sup_on_proc_gone();
+        return;
+    }
+
+    if (gen->state == SUP_GEN_STARTING && was_starting) {
+        /* A worker of a generation that is not serving yet died before READY:
+         * the generation cannot start. Say exactly why. */
+        char reason[1024];
+        if (p->fail_reason[0])
+            snprintf(reason, sizeof(reason), "worker %u: %s", p->slot, p->fail_reason);
+        else
+            snprintf(reason, sizeof(reason), "worker %u (pid %d) %s%s%s", p->slot, (int)p->pid, p->last_exit,
+                     p->loading[0] ? " while initialising " : " before it was ready", p->loading);
+        p->pid = 0;
+        p->state = SUP_W_FAILED;
+        sup_on_gen_failed(gen, reason);
+        return;
+    }
+
+    bool fatal = WIFEXITED(w->rstatus) && WEXITSTATUS(w->rstatus) == MOLT_EXIT_FATAL;
+    if (fatal) {
+        molt_error("worker %u (pid %d) %s (fatal%s%s); not replacing it", p->slot, (int)p->pid, p->last_exit,
+                   p->fail_reason[0] ? ": " : "", p->fail_reason);
+        p->pid = 0;
+        p->state = SUP_W_FAILED;
+        return;
+    }
+    molt_error("worker %u (pid %d) %s", p->slot, (int)p->pid, p->last_exit);
+    proc_schedule_respawn(p);
+}
+
+/* ---- status ----------------------------------------------------------------------------- */
+
+json_t *sup_procs_json(void)
+{
+    json_t *arr = json_array();
+    uint64_t now = molt_now_ms();
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        const sup_proc_t *p = &S.procs[i];
+        if (p->state == SUP_W_EMPTY)
+            continue;
+        uint64_t total = 0;
+        for (int c = 0; c < 5; c++)
+            total += p->requests[c];
+        json_t *o = json_pack("{s:I,s:I,s:I,s:s,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:b}",
+                              "slot", (json_int_t)p->slot, "pid", (json_int_t)p->pid, "generation",
+                              (json_int_t)p->gen->number, "state", sup_wstate_name(p->state), "started_ms",
+                              (json_int_t)p->started_wall, "up_ms",
+                              (json_int_t)(p->pid > 0 ? now - p->started_mono : 0), "requests", "1xx",
+                              (json_int_t)p->requests[0], "2xx", (json_int_t)p->requests[1], "3xx",
+                              (json_int_t)p->requests[2], "4xx", (json_int_t)p->requests[3], "5xx",
+                              (json_int_t)p->requests[4], "total", (json_int_t)total, "connections",
+                              (json_int_t)p->conns, "rss", (json_int_t)p->rss, "restarts",
+                              (json_int_t)p->restarts, "crashloop", sup_backoff_crashloop(&p->backoff));
+        json_object_set_new(o, "next_start_ms",
+                            p->state == SUP_W_BACKOFF ? json_integer((json_int_t)p->respawn_at_wall) : json_null());
+        json_object_set_new(o, "last_exit", p->last_exit[0] ? json_string(p->last_exit) : json_null());
+        if (p->fail_reason[0])
+            json_object_set_new(o, "error", json_string(p->fail_reason));
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}

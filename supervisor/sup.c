@@ -1,1 +1,356 @@
-/* under construction */
+/*
+ * The supervisor's life: boot (bind, control socket, first generation), run
+ * (keep workers alive, answer the control socket), stop (graceful or fast).
+ *
+ *   BOOTING --first generation READY--> RUNNING --TERM/INT/QUIT/stop--> STOPPING --> exit
+ *      \--a worker fails to start-----------------------------------> STOPPING --> exit 1
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shared/chan.h"
+#include "shared/entry.h"
+#include "shared/exit.h"
+#include "shared/log.h"
+#include "shared/util.h"
+#include "supervisor/sup.h"
+
+sup_t S;
+
+static const char *const wstate_names[SUP_W_STATE_COUNT] = {
+    [SUP_W_EMPTY] = "empty",       [SUP_W_STARTING] = "starting", [SUP_W_READY] = "ready",
+    [SUP_W_DRAINING] = "draining", [SUP_W_BACKOFF] = "backoff",   [SUP_W_FAILED] = "failed",
+};
+
+static const char *const gen_state_names[SUP_GEN_STATE_COUNT] = {
+    [SUP_GEN_STARTING] = "starting",
+    [SUP_GEN_ACTIVE] = "active",
+    [SUP_GEN_DRAINING] = "draining",
+};
+
+const char *sup_wstate_name(sup_wstate_t s)
+{
+    return s < SUP_W_STATE_COUNT ? wstate_names[s] : "?";
+}
+
+const char *sup_gen_state_name(sup_gen_state_t s)
+{
+    return s < SUP_GEN_STATE_COUNT ? gen_state_names[s] : "?";
+}
+
+/* mkdir -p with `mode` for the directories it creates. 0 or -errno. */
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+        return -ENAMETOOLONG;
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                return -errno;
+            *p = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    return 0;
+}
+
+static void finish(void)
+{
+    ev_timer_stop(S.loop, &S.stop_w);
+    ev_break(S.loop, EVBREAK_ALL);
+}
+
+void sup_on_proc_gone(void)
+{
+    if (S.state == SUP_STOPPING && sup_procs_alive() == 0) {
+        molt_info("every worker has exited");
+        finish();
+    }
+}
+
+static void on_stop_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    unsigned n = sup_procs_alive();
+    molt_warn("%u worker%s still running after the %s stop timeout; killing %s", n, n == 1 ? "" : "s",
+              S.stop_fast ? "fast" : "graceful", n == 1 ? "it" : "them");
+    sup_proc_kill_all(SIGKILL);
+}
+
+void sup_stop(bool fast)
+{
+    if (S.state == SUP_STOPPING && (S.stop_fast || !fast))
+        return;
+    bool was_stopping = S.state == SUP_STOPPING;
+    S.state = SUP_STOPPING;
+    S.stop_fast = fast;
+    molt_notice("%s stop: %u worker%s to stop", fast ? "fast" : "graceful", sup_procs_alive(),
+                sup_procs_alive() == 1 ? "" : "s");
+    for (size_t i = 0; i < SUP_MAX_GENS; i++)
+        if (S.gens[i])
+            sup_gen_stop(S.gens[i], !fast);
+    /* Workers get drain_timeout_ms to finish (a fast stop: a short grace);
+     * whoever is left is killed. */
+    uint32_t ms = fast ? SUP_STOP_FAST_GRACE_MS : (S.active ? S.active->cfg->reload.drain_timeout_ms : 0);
+    if (was_stopping)
+        ev_timer_stop(S.loop, &S.stop_w);
+    ev_timer_init(&S.stop_w, on_stop_timeout, ms / 1000.0 + 0.05, 0.);
+    ev_timer_start(S.loop, &S.stop_w);
+    sup_on_proc_gone();
+}
+
+void sup_on_gen_ready(sup_gen_t *gen)
+{
+    gen->state = SUP_GEN_ACTIVE;
+    if (S.state == SUP_BOOTING) {
+        S.active = gen;
+        S.state = SUP_RUNNING;
+        molt_notice("ready: generation %llu (%s) serving with %u worker%s", (unsigned long long)gen->number,
+                    gen->id, gen->nworkers, gen->nworkers == 1 ? "" : "s");
+    }
+}
+
+void sup_on_gen_failed(sup_gen_t *gen, const char *reason)
+{
+    if (S.state == SUP_BOOTING) {
+        molt_crit("cannot start: %s", reason);
+        S.exit_code = MOLT_EXIT_FAILURE;
+        /* The other workers may be hung in a plugin's init: no grace. */
+        gen->state = SUP_GEN_DRAINING;
+        sup_proc_kill_all(SIGKILL);
+        S.state = SUP_STOPPING;
+        ev_timer_init(&S.stop_w, on_stop_timeout, SUP_STOP_FAST_GRACE_MS / 1000.0, 0.);
+        ev_timer_start(S.loop, &S.stop_w);
+        /* Entries of the failed generation that are already dead. */
+        for (size_t i = 0; i < SUP_MAX_PROCS; i++)
+            if (S.procs[i].gen == gen && S.procs[i].pid == 0 && S.procs[i].state != SUP_W_EMPTY)
+                S.procs[i].state = SUP_W_DRAINING;
+        sup_on_proc_gone();
+    }
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop, (void)revents;
+    switch (w->signum) {
+    case SIGTERM:
+    case SIGINT:
+        molt_notice("%s: graceful stop", w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+        sup_stop(false);
+        break;
+    case SIGQUIT:
+        molt_notice("SIGQUIT: fast stop");
+        sup_stop(true);
+        break;
+    case SIGHUP:
+        molt_warn("SIGHUP: reload is not part of this build yet; nothing changed");
+        break;
+    case SIGUSR1:
+        molt_info("SIGUSR1: logs go to stderr; nothing to reopen");
+        break;
+    }
+}
+
+static void signals_start(void)
+{
+    struct {
+        ev_signal *w;
+        int sig;
+    } sigs[] = {{&S.sig_term, SIGTERM}, {&S.sig_int, SIGINT}, {&S.sig_quit, SIGQUIT},
+                {&S.sig_hup, SIGHUP},   {&S.sig_usr1, SIGUSR1}};
+    for (size_t i = 0; i < MOLT_ARRAY_SIZE(sigs); i++) {
+        ev_signal_init(sigs[i].w, on_signal, sigs[i].sig);
+        ev_signal_start(S.loop, sigs[i].w);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    ev_child_init(&S.child_w, sup_on_child, 0, 0);
+    ev_child_start(S.loop, &S.child_w);
+}
+
+int sup_run(const char *config_path)
+{
+    char err[2048];
+    molt_config_t *cfg = NULL;
+    memset(&S, 0, sizeof(S));
+    S.ctl_fd = -1;
+    S.config_arg = config_path;
+    S.started_wall = molt_wall_ms();
+    S.started_mono = molt_now_ms();
+    molt_log_set_role("sup");
+
+    if (molt_config_load(config_path, &cfg, err, sizeof(err)) < 0) {
+        molt_crit("cannot start: %s", err);
+        return MOLT_EXIT_FAILURE;
+    }
+    molt_log_set_level((molt_log_level_t)cfg->log_level);
+    molt_notice("moltd %s starting (pid %d, config %s)", MOLT_VERSION, (int)getpid(), cfg->path);
+
+    int rc = mkdir_p(cfg->runtime_dir, 0700);
+    if (rc < 0) {
+        molt_crit("cannot start: creating runtime_dir %s failed: %s", cfg->runtime_dir, strerror(-rc));
+        molt_config_free(cfg);
+        return MOLT_EXIT_FAILURE;
+    }
+    S.loop = ev_default_loop(EVFLAG_AUTO);
+    if (!S.loop) {
+        molt_crit("cannot start: ev_default_loop() failed");
+        molt_config_free(cfg);
+        return MOLT_EXIT_FAILURE;
+    }
+    S.nlisten = cfg->nlisten;
+    if (sup_listen_open(cfg, S.listen_fds) < 0) {
+        molt_crit("cannot start: a listener could not be opened (see above)");
+        molt_config_free(cfg);
+        return MOLT_EXIT_FAILURE;
+    }
+    if (sup_ctl_open(cfg) < 0) {
+        molt_crit("cannot start: the control socket could not be opened (see above)");
+        sup_listen_close(S.listen_fds, S.nlisten);
+        molt_config_free(cfg);
+        return MOLT_EXIT_FAILURE;
+    }
+    signals_start();
+
+    S.state = SUP_BOOTING;
+    S.exit_code = MOLT_EXIT_OK;
+    sup_gen_t *gen = sup_gen_new(cfg);
+    if (!gen) {
+        molt_config_free(cfg);
+        S.exit_code = MOLT_EXIT_FAILURE;
+        goto out;
+    }
+    if (sup_gen_spawn(gen) < 0) {
+        sup_on_gen_failed(gen, "could not spawn the workers (see above)");
+        ev_run(S.loop, 0);
+        goto out;
+    }
+    ev_run(S.loop, 0);
+out:
+    sup_ctl_close();
+    sup_listen_close(S.listen_fds, S.nlisten);
+    for (size_t i = 0; i < SUP_MAX_GENS; i++)
+        sup_gen_free(S.gens[i]);
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++)
+        if (S.procs[i].state != SUP_W_EMPTY)
+            molt_close(&S.procs[i].chan);
+    molt_notice("stopped%s", S.exit_code ? " (startup failed)" : "");
+    ev_loop_destroy(S.loop);
+    return S.exit_code;
+}
+
+/*
+ * moltd -t: validate the config, then load and initialise every plugin in a
+ * throwaway worker (the supervisor itself never dlopens a plugin) and report.
+ * Binds nothing, writes nothing. 0 if good, 1 with the reason otherwise.
+ */
+int sup_check(const char *config_path)
+{
+    char err[2048];
+    molt_config_t *cfg = NULL;
+    molt_log_set_role("sup");
+    if (molt_config_load(config_path, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "moltd: %s\n", err);
+        fprintf(stderr, "moltd: configuration %s test failed\n", config_path);
+        return MOLT_EXIT_FAILURE;
+    }
+    int rc = MOLT_EXIT_FAILURE;
+    int sv[2];
+    if (molt_chan_pair(sv) < 0) {
+        fprintf(stderr, "moltd: socketpair() failed: %s\n", strerror(errno));
+        goto out;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "moltd: fork() failed: %s\n", strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
+        goto out;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        int no_listeners[MOLT_CONFIG_MAX_LISTEN];
+        for (size_t i = 0; i < MOLT_CONFIG_MAX_LISTEN; i++)
+            no_listeners[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        molt_worker_boot_t boot = {.cfg = cfg, .chan_fd = sv[1], .listen_fds = no_listeners, .check_only = 1};
+        wrk_main(&boot);
+    }
+    close(sv[1]);
+    char reason[1024] = "", loading[512] = "";
+    bool ready = false;
+    struct pollfd pfd = {.fd = sv[0], .events = POLLIN};
+    uint64_t deadline = molt_now_ms() + cfg->reload.load_timeout_ms;
+    while (!ready && !reason[0]) {
+        uint64_t now = molt_now_ms();
+        if (now >= deadline) {
+            snprintf(reason, sizeof(reason), "plugins did not initialise within load_timeout_ms (%u ms)%s%s",
+                     cfg->reload.load_timeout_ms, loading[0] ? " while initialising " : "", loading);
+            kill(pid, SIGKILL);
+            break;
+        }
+        if (poll(&pfd, 1, (int)(deadline - now)) <= 0)
+            continue;
+        molt_msg_t msg;
+        int r = molt_chan_recv(sv[0], &msg);
+        if (r == -EPIPE)
+            break;
+        if (r < 0)
+            continue;
+        if (msg.type == MOLT_MSG_READY) {
+            ready = true;
+        } else if (msg.type == MOLT_MSG_LOADING) {
+            char plugin[128] = "", file[256] = "";
+            molt_msg_get_str(&msg, "plugin", plugin, sizeof(plugin));
+            molt_msg_get_str(&msg, "file", file, sizeof(file));
+            snprintf(loading, sizeof(loading), "plugin %s (%s)", plugin, file);
+        } else if (msg.type == MOLT_MSG_FAIL) {
+            char plugin[128] = "", file[256] = "", why[512] = "";
+            molt_msg_get_str(&msg, "plugin", plugin, sizeof(plugin));
+            molt_msg_get_str(&msg, "file", file, sizeof(file));
+            molt_msg_get_str(&msg, "reason", why, sizeof(why));
+            if (plugin[0])
+                snprintf(reason, sizeof(reason), "plugin %s (%s): %s", plugin, file, why);
+            else
+                snprintf(reason, sizeof(reason), "%s", why);
+        }
+        molt_msg_free(&msg);
+    }
+    close(sv[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!ready && !reason[0]) {
+        if (WIFSIGNALED(status))
+            snprintf(reason, sizeof(reason), "the plugin loader was killed by signal %d (%s)%s%s",
+                     WTERMSIG(status), strsignal(WTERMSIG(status)), loading[0] ? " while initialising " : "",
+                     loading);
+        else
+            snprintf(reason, sizeof(reason), "the plugin loader exited with code %d%s%s", WEXITSTATUS(status),
+                     loading[0] ? " while initialising " : "", loading);
+    }
+    if (ready && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        printf("moltd: configuration %s is ok (%zu plugin instance%s, %zu route%s, %u worker%s)\n", cfg->path,
+               cfg->nplugins, cfg->nplugins == 1 ? "" : "s", cfg->nroutes, cfg->nroutes == 1 ? "" : "s",
+               cfg->workers, cfg->workers == 1 ? "" : "s");
+        rc = MOLT_EXIT_OK;
+    } else {
+        if (!reason[0])
+            snprintf(reason, sizeof(reason), "plugins failed to finalise cleanly");
+        fprintf(stderr, "moltd: %s: %s\n", cfg->path, reason);
+        fprintf(stderr, "moltd: configuration %s test failed\n", config_path);
+    }
+out:
+    molt_config_free(cfg);
+    return rc;
+}

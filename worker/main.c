@@ -1,1 +1,448 @@
-/* under construction */
+/*
+ * A worker process: forked by the supervisor, it loads its generation's
+ * plugins, serves HTTP on the inherited listening sockets, reports to the
+ * supervisor over its channel, and stops when told to (or when the
+ * supervisor disappears).
+ *
+ *   boot -> [load plugins] -> READY -> serving -> (STOP) -> draining -> exit 0
+ *                         \-> FAIL -> exit MOLT_EXIT_FATAL
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <http_parser.h>
+
+#include "shared/chan.h"
+#include "shared/entry.h"
+#include "shared/exit.h"
+#include "shared/log.h"
+#include "shared/util.h"
+#include "worker/host.h"
+#include "worker/http.h"
+#include "worker/plugins.h"
+#include "worker/router.h"
+#include "worker/txn.h"
+
+#define WRK_STATS_INTERVAL 0.5 /* seconds between counter reports */
+
+typedef enum wrk_state {
+    WRK_BOOTING = 0,
+    WRK_SERVING = 1,
+    WRK_DRAINING = 2,
+    WRK_STATE_COUNT
+} wrk_state_t;
+
+typedef struct wrk {
+    struct ev_loop *loop;
+    const molt_config_t *cfg;
+    unsigned slot;
+    wrk_state_t state;
+    int chan;
+    int sigfd;
+    wrk_plugins_t plugins;
+    wrk_router_t *router;
+    wrk_http_t *http;
+    unsigned char *ctx_block;
+    int exit_code;
+    ev_io chan_w;
+    ev_io sig_w;
+    ev_timer stats_w;
+    ev_timer drain_w; /* bounds a drain that outlives its supervisor */
+} wrk_t;
+
+static wrk_t W;
+
+/* ---- boot: signals and descriptors ------------------------------------------------------ */
+
+/*
+ * Resets what fork() inherited from the supervisor: every signal back to its
+ * default, an empty mask; then the worker's own policy. Workers are driven by
+ * their channel, not by signals sent to the process group (a Ctrl-C on a
+ * foreground moltd reaches every process: the supervisor alone decides).
+ * TERM (graceful) and QUIT (fast) still work on a single worker, read from a
+ * signalfd watched by the worker's own loop.
+ */
+static int boot_signals(void)
+{
+    struct sigaction sa = {.sa_handler = SIG_DFL};
+    sigemptyset(&sa.sa_mask);
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            sigaction(s, &sa, NULL); /* fails harmlessly for the reserved RT signals */
+    sa.sa_handler = SIG_IGN;
+    const int ignored[] = {SIGPIPE, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < MOLT_ARRAY_SIZE(ignored); i++)
+        sigaction(ignored[i], &sa, NULL);
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGQUIT);
+    if (sigprocmask(SIG_SETMASK, &set, NULL) < 0)
+        return -errno;
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+/*
+ * Moves the descriptors the worker keeps into the fixed layout of
+ * shared/entry.h (channel at 3, listeners from 4) and closes everything else
+ * inherited from the supervisor: other workers' channels, the control socket,
+ * libev's internal fds. Duplicates go above the target range first so that
+ * no dup2() clobbers a source still to be moved.
+ */
+static int boot_fds(const molt_worker_boot_t *boot)
+{
+    size_t nkeep = 1 + boot->cfg->nlisten;
+    int tmp[1 + MOLT_CONFIG_MAX_LISTEN];
+    int lowest_free = MOLT_WRK_FD_CHANNEL + (int)nkeep;
+
+    for (size_t i = 0; i < nkeep; i++) {
+        int src = i == 0 ? boot->chan_fd : boot->listen_fds[i - 1];
+        tmp[i] = fcntl(src, F_DUPFD_CLOEXEC, lowest_free);
+        if (tmp[i] < 0)
+            return -errno;
+    }
+    for (size_t i = 0; i < nkeep; i++) {
+        /* dup2 leaves FD_CLOEXEC clear: nothing is exec'd, but keep the
+         * flag set as everywhere else in molt. */
+        if (dup3(tmp[i], MOLT_WRK_FD_CHANNEL + (int)i, O_CLOEXEC) < 0)
+            return -errno;
+    }
+    if (close_range((unsigned)lowest_free, ~0U, 0) < 0)
+        return -errno;
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull >= 0) {
+        dup2(devnull, STDIN_FILENO);
+        if (devnull != STDIN_FILENO)
+            close(devnull);
+    }
+    return 0;
+}
+
+/* ---- channel ---------------------------------------------------------------------------- */
+
+static void chan_send(molt_msg_type_t type, const msgpack_sbuffer *body)
+{
+    int rc = molt_chan_send(W.chan, type, body, NULL, 0);
+    if (rc < 0 && rc != -EPIPE)
+        molt_warn("sending %s to the supervisor failed: %s", molt_msg_type_name(type), strerror(-rc));
+}
+
+static void send_fail(const wrk_load_error_t *e)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    molt_mp_pack_kv_str(&pk, "phase", e->phase);
+    molt_mp_pack_kv_str(&pk, "plugin", e->plugin);
+    molt_mp_pack_kv_str(&pk, "file", e->file);
+    molt_mp_pack_kv_str(&pk, "reason", e->reason);
+    chan_send(MOLT_MSG_FAIL, &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void on_loading(const struct molt_instance *inst, void *arg)
+{
+    (void)arg;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    molt_mp_pack_kv_str(&pk, "plugin", inst->cfg->name);
+    molt_mp_pack_kv_str(&pk, "file", inst->dso->path);
+    chan_send(MOLT_MSG_LOADING, &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void send_ready(void)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    molt_mp_pack_str(&pk, "plugins");
+    msgpack_pack_array(&pk, W.plugins.ninsts);
+    for (size_t i = 0; i < W.plugins.ninsts; i++) {
+        const struct molt_instance *inst = &W.plugins.insts[i];
+        msgpack_pack_map(&pk, 4);
+        molt_mp_pack_kv_str(&pk, "name", inst->cfg->name);
+        molt_mp_pack_kv_str(&pk, "plugin", inst->dso->desc.name);
+        molt_mp_pack_kv_str(&pk, "version", inst->dso->desc.version);
+        molt_mp_pack_kv_str(&pk, "file", inst->dso->path);
+    }
+    chan_send(MOLT_MSG_READY, &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void send_stats(void)
+{
+    wrk_http_stats_t st;
+    wrk_http_get_stats(W.http, &st);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    molt_mp_pack_str(&pk, "requests");
+    msgpack_pack_array(&pk, WRK_HTTP_CLASS_COUNT);
+    for (int i = 0; i < WRK_HTTP_CLASS_COUNT; i++)
+        msgpack_pack_uint64(&pk, st.requests[i]);
+    molt_mp_pack_kv_u64(&pk, "conns", st.conns);
+    molt_mp_pack_kv_u64(&pk, "accepted", st.accepted);
+    molt_mp_pack_kv_u64(&pk, "rss", molt_self_rss());
+    chan_send(MOLT_MSG_STATS, &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- stop ------------------------------------------------------------------------------- */
+
+static void worker_exit(int code)
+{
+    ev_io_stop(W.loop, &W.chan_w);
+    ev_io_stop(W.loop, &W.sig_w);
+    ev_timer_stop(W.loop, &W.stats_w);
+    ev_timer_stop(W.loop, &W.drain_w);
+    wrk_http_free(W.http);
+    W.http = NULL;
+    wrk_plugins_unload(&W.plugins);
+    wrk_router_free(W.router);
+    free(W.ctx_block);
+    molt_close(&W.sigfd);
+    W.exit_code = code;
+    ev_break(W.loop, EVBREAK_ALL);
+}
+
+static void on_drained(void *arg)
+{
+    (void)arg;
+    molt_info("drained: no connection left, exiting");
+    send_stats();
+    chan_send(MOLT_MSG_DRAINED, NULL);
+    worker_exit(W.exit_code);
+}
+
+static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    molt_warn("drain timed out after %u ms; closing remaining connections", W.cfg->reload.drain_timeout_ms);
+    worker_exit(W.exit_code);
+}
+
+/* Graceful stop: stop accepting, let requests in progress finish, close idle
+ * keep-alive connections after idle_grace_ms. */
+static void stop_graceful(int exit_code, bool own_timeout)
+{
+    if (W.state == WRK_DRAINING)
+        return;
+    W.state = WRK_DRAINING;
+    W.exit_code = exit_code;
+    molt_info("draining: stopped accepting");
+    if (own_timeout) {
+        ev_timer_init(&W.drain_w, on_drain_timeout, W.cfg->reload.drain_timeout_ms / 1000.0, 0.);
+        ev_timer_start(W.loop, &W.drain_w);
+    }
+    wrk_http_drain(W.http, W.cfg->reload.idle_grace_ms, on_drained, NULL);
+}
+
+static void stop_fast(int exit_code)
+{
+    molt_info("fast stop: closing every connection");
+    worker_exit(exit_code);
+}
+
+static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    for (;;) {
+        molt_msg_t msg;
+        int rc = molt_chan_recv(W.chan, &msg);
+        if (rc == -EAGAIN)
+            return;
+        if (rc == -EPIPE) {
+            /* The supervisor is gone. Finish what is in flight, bounded by
+             * drain_timeout_ms since nobody will kill us, and exit. */
+            molt_warn("supervisor went away (EOF on channel); stopping");
+            ev_io_stop(W.loop, &W.chan_w);
+            if (W.state != WRK_DRAINING)
+                stop_graceful(MOLT_EXIT_ORPHAN, true);
+            return;
+        }
+        if (rc < 0) {
+            molt_error("bad message from the supervisor: %s; ignored", strerror(-rc));
+            continue;
+        }
+        if (msg.type == MOLT_MSG_STOP) {
+            bool graceful = true;
+            molt_msg_get_bool(&msg, "graceful", &graceful);
+            if (graceful)
+                stop_graceful(MOLT_EXIT_OK, false);
+            else
+                stop_fast(MOLT_EXIT_OK);
+        } else {
+            molt_warn("unexpected %s message from the supervisor; ignored", molt_msg_type_name(msg.type));
+        }
+        molt_msg_free(&msg);
+        if (W.exit_code >= 0 && !ev_is_active(&W.chan_w))
+            return;
+    }
+}
+
+static void on_signal(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    struct signalfd_siginfo si;
+    while (read(W.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGTERM) {
+            molt_info("SIGTERM: graceful stop");
+            stop_graceful(MOLT_EXIT_OK, true);
+        } else if (si.ssi_signo == SIGQUIT) {
+            molt_info("SIGQUIT: fast stop");
+            stop_fast(MOLT_EXIT_OK);
+            return;
+        }
+    }
+}
+
+static void on_stats(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    send_stats();
+}
+
+/* ---- requests --------------------------------------------------------------------------- */
+
+static void respond_plain(struct molt_txn *txn, int status, const char *body)
+{
+    txn->status = status;
+    txn->resp_headers.len = 0;
+    txn->resp_body.len = 0;
+    molt_buf_printf(&txn->resp_headers, "Content-Type: text/plain\r\n");
+    molt_buf_append(&txn->resp_body, body, strlen(body));
+}
+
+/* The HTTP core's handler: route by longest prefix, run the instance's handler. */
+static void dispatch(struct molt_txn *txn, void *arg)
+{
+    (void)arg;
+    ssize_t idx = wrk_router_match(W.router, txn->path, txn->path_len);
+    if (idx < 0) {
+        respond_plain(txn, 404, "not found\n");
+        return;
+    }
+    struct molt_instance *inst = &W.plugins.insts[idx];
+    txn->instance = inst;
+    txn->status = 200;
+    if (W.ctx_block)
+        memset(W.ctx_block, 0, W.plugins.ctx_total);
+    wrk_host_ctx_block = W.ctx_block;
+    wrk_host_current = inst;
+    int rc = inst->dso->desc.handle(txn, inst->data);
+    wrk_host_current = NULL;
+    if (rc != MOLT_OK && !txn->streaming) {
+        molt_warn("plugin %s: handler failed for %s %s; answering 500", inst->cfg->name, txn->method,
+                  txn->url);
+        respond_plain(txn, 500, "internal server error\n");
+    }
+}
+
+/* ---- main ------------------------------------------------------------------------------- */
+
+void wrk_main(const molt_worker_boot_t *boot)
+{
+    char role[32];
+    snprintf(role, sizeof(role), "wrk %u", boot->slot);
+    molt_log_set_role(role);
+    molt_log_set_gen(boot->gen);
+
+    memset(&W, 0, sizeof(W));
+    W.cfg = boot->cfg;
+    W.slot = boot->slot;
+    W.chan = MOLT_WRK_FD_CHANNEL;
+    W.sigfd = -1;
+    W.exit_code = -1;
+
+    int rc = boot_fds(boot);
+    if (rc < 0) {
+        molt_crit("moving inherited descriptors into place failed: %s", strerror(-rc));
+        _exit(MOLT_EXIT_FATAL);
+    }
+    W.sigfd = boot_signals();
+    if (W.sigfd < 0) {
+        molt_crit("signalfd() failed: %s", strerror(-W.sigfd));
+        _exit(MOLT_EXIT_FATAL);
+    }
+    molt_fd_set_nonblock(W.chan, true);
+
+    /* A fresh loop of our own: the supervisor's default loop, inherited in
+     * memory, is never touched here. */
+    W.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (!W.loop) {
+        molt_crit("ev_loop_new() failed");
+        _exit(MOLT_EXIT_FATAL);
+    }
+
+    wrk_load_error_t lerr;
+    if (wrk_plugins_load(&W.plugins, W.cfg, boot->plugin_dir, on_loading, NULL, &lerr) < 0) {
+        molt_error("cannot start: %s%s%s%s%s%s", lerr.plugin[0] ? "plugin " : "", lerr.plugin,
+                   lerr.file[0] ? " (" : "", lerr.file, lerr.file[0] ? "): " : (lerr.plugin[0] ? ": " : ""),
+                   lerr.reason);
+        send_fail(&lerr);
+        _exit(MOLT_EXIT_FATAL);
+    }
+    if (boot->check_only) {
+        send_ready();
+        wrk_plugins_unload(&W.plugins);
+        ev_loop_destroy(W.loop);
+        exit(MOLT_EXIT_OK);
+    }
+    if (W.plugins.ctx_total && !(W.ctx_block = calloc(1, W.plugins.ctx_total)))
+        goto oom;
+    W.router = wrk_router_new(W.cfg->routes, W.cfg->nroutes);
+    W.http = wrk_http_new(W.loop, &W.cfg->http, dispatch, NULL);
+    if (!W.router || !W.http)
+        goto oom;
+    for (size_t i = 0; i < W.cfg->nlisten; i++) {
+        rc = wrk_http_listen(W.http, MOLT_WRK_FD_LISTEN0 + (int)i);
+        if (rc < 0) {
+            wrk_load_error_t e = {.phase = "listen"};
+            snprintf(e.reason, sizeof(e.reason), "listening on %s (%s) failed: %s", W.cfg->listen[i].address,
+                     W.cfg->listen[i].name, strerror(-rc));
+            send_fail(&e);
+            _exit(MOLT_EXIT_FATAL);
+        }
+    }
+
+    ev_io_init(&W.chan_w, on_chan, W.chan, EV_READ);
+    ev_io_start(W.loop, &W.chan_w);
+    ev_io_init(&W.sig_w, on_signal, W.sigfd, EV_READ);
+    ev_io_start(W.loop, &W.sig_w);
+    ev_timer_init(&W.stats_w, on_stats, WRK_STATS_INTERVAL, WRK_STATS_INTERVAL);
+    ev_timer_start(W.loop, &W.stats_w);
+
+    W.state = WRK_SERVING;
+    send_ready();
+    molt_info("serving (%zu plugin instance%s)", W.plugins.ninsts, W.plugins.ninsts == 1 ? "" : "s");
+
+    ev_run(W.loop, 0);
+    int code = W.exit_code < 0 ? MOLT_EXIT_OK : W.exit_code;
+    ev_loop_destroy(W.loop);
+    exit(code);
+oom: {
+    wrk_load_error_t e = {.phase = "start"};
+    snprintf(e.reason, sizeof(e.reason), "out of memory");
+    send_fail(&e);
+    _exit(MOLT_EXIT_FATAL);
+}
+}

@@ -19,7 +19,7 @@ typedef struct wrk_header {
     size_t value_len;
 } wrk_header_t;
 
-struct wrk_instance;
+struct molt_instance;
 
 struct molt_txn {
     /* ---- request: filled by the HTTP core; valid until the response is complete ---- */
@@ -46,7 +46,7 @@ struct molt_txn {
     bool streaming;          /* head sent by wrk_http_txn_flush(); the rest goes out chunked */
 
     /* ---- owned by the dispatcher (main.c / host.c) ---- */
-    struct wrk_instance *instance; /* routed instance, NULL before routing */
+    struct molt_instance *instance; /* routed instance, NULL before routing */
     void *conn;                    /* the HTTP connection (http.c's) */
 };
 

@@ -1,0 +1,144 @@
+/*
+ * The supervisor (moltd): owns the listening sockets, the control socket and
+ * the process table; forks workers for a generation and keeps them alive.
+ *
+ * Everything a config built lives in one sup_gen_t (nginx's cycle): a reload
+ * builds a new generation beside the live one, and throws it away if anything
+ * fails, so the live one is never half-changed.
+ */
+#ifndef MOLT_SUPERVISOR_SUP_H
+#define MOLT_SUPERVISOR_SUP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <ev.h>
+#include <jansson.h>
+
+#include "shared/config.h"
+#include "supervisor/backoff.h"
+
+/* Active generation plus draining ones, each up to the worker maximum. */
+#define SUP_MAX_GENS 4
+#define SUP_MAX_PROCS (MOLT_CONFIG_MAX_WORKERS * SUP_MAX_GENS)
+#define SUP_STOP_FAST_GRACE_MS 2000 /* a fast stop kills workers still alive after this */
+
+typedef enum sup_gen_state {
+    SUP_GEN_STARTING = 0, /* workers spawned, not all READY */
+    SUP_GEN_ACTIVE = 1,   /* serving; dead workers are replaced */
+    SUP_GEN_DRAINING = 2, /* told to stop; workers are not replaced */
+    SUP_GEN_STATE_COUNT
+} sup_gen_state_t;
+
+typedef struct sup_gen {
+    uint64_t number;       /* 1, 2, ... in this supervisor's life */
+    char id[37];           /* UUID */
+    molt_config_t *cfg;    /* owned */
+    sup_gen_state_t state;
+    unsigned nworkers;
+    unsigned nready;       /* workers that said READY at least once */
+    json_t *plugins;       /* what the first READY worker reported loading */
+    uint64_t created_ms;   /* wall clock */
+    unsigned nprocs;       /* process-table entries still held by this generation */
+} sup_gen_t;
+
+typedef enum sup_wstate {
+    SUP_W_EMPTY = 0,    /* unused table entry */
+    SUP_W_STARTING = 1, /* forked, loading plugins */
+    SUP_W_READY = 2,    /* serving */
+    SUP_W_DRAINING = 3, /* told to stop */
+    SUP_W_BACKOFF = 4,  /* dead, respawn pending */
+    SUP_W_FAILED = 5,   /* fatal exit; not respawned */
+    SUP_W_STATE_COUNT
+} sup_wstate_t;
+
+/* One entry of the process table: a worker slot of one generation. */
+typedef struct sup_proc {
+    sup_gen_t *gen;
+    unsigned slot;           /* 0..gen->nworkers-1: pairs an old worker with its successor */
+    sup_wstate_t state;
+    pid_t pid;               /* 0 when no process */
+    int chan;                /* supervisor's end of the channel, -1 when none */
+    uint64_t started_mono;   /* ms, monotonic */
+    uint64_t started_wall;   /* ms, wall clock */
+    unsigned restarts;
+    sup_backoff_t backoff;
+    uint64_t respawn_at_wall; /* when a pending respawn happens (wall ms), 0 if none */
+    char last_exit[96];       /* "exited with code 2", "killed by signal 9 (Killed)" */
+    char loading[256];        /* instance being initialised ("hello (/path/hello.so)"), "" once ready */
+    char fail_reason[768];    /* what a FAIL message said */
+    /* last counters reported */
+    uint64_t requests[5];
+    uint64_t conns;
+    uint64_t rss;
+    ev_io chan_w;
+    ev_timer timer_w; /* respawn delay, or start timeout */
+} sup_proc_t;
+
+typedef enum sup_state {
+    SUP_BOOTING = 0,  /* first generation not yet ready */
+    SUP_RUNNING = 1,
+    SUP_STOPPING = 2,
+    SUP_STATE_COUNT
+} sup_state_t;
+
+typedef struct sup {
+    struct ev_loop *loop;
+    const char *config_arg; /* -c as given */
+    sup_state_t state;
+    int exit_code;
+    bool stop_fast;
+
+    int listen_fds[MOLT_CONFIG_MAX_LISTEN];
+    size_t nlisten;
+    int ctl_fd;
+    char *ctl_path; /* the socket file we created, unlinked at exit */
+
+    sup_gen_t *active;
+    sup_gen_t *gens[SUP_MAX_GENS];
+    uint64_t next_gen;
+    sup_proc_t procs[SUP_MAX_PROCS];
+
+    uint64_t started_wall;
+    uint64_t started_mono;
+
+    ev_signal sig_term, sig_int, sig_quit, sig_hup, sig_usr1;
+    ev_child child_w;
+    ev_timer stop_w;
+    ev_io ctl_w;
+    struct sup_ctl_conn *ctl_conns;
+} sup_t;
+
+extern sup_t S;
+
+/* sup.c */
+int sup_run(const char *config_path);
+int sup_check(const char *config_path);
+void sup_stop(bool fast);
+const char *sup_wstate_name(sup_wstate_t s);
+const char *sup_gen_state_name(sup_gen_state_t s);
+
+/* proc.c: the process table */
+sup_gen_t *sup_gen_new(molt_config_t *cfg);
+void sup_gen_free(sup_gen_t *gen);
+int sup_gen_spawn(sup_gen_t *gen);
+void sup_gen_stop(sup_gen_t *gen, bool graceful);
+void sup_proc_kill_all(int sig);
+unsigned sup_procs_alive(void);
+void sup_on_child(struct ev_loop *loop, ev_child *w, int revents);
+json_t *sup_procs_json(void);
+/* Hooks proc.c calls into sup.c as generations change state. */
+void sup_on_gen_ready(sup_gen_t *gen);
+void sup_on_gen_failed(sup_gen_t *gen, const char *reason);
+void sup_on_proc_gone(void);
+
+/* listen.c */
+int sup_listen_open(const molt_config_t *cfg, int *fds);
+void sup_listen_close(int *fds, size_t n);
+
+/* ctl.c: the control socket */
+int sup_ctl_open(const molt_config_t *cfg);
+void sup_ctl_close(void);
+
+#endif
