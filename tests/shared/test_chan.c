@@ -141,7 +141,7 @@ static void expect_refused(const void *buf, size_t len)
 }
 
 static const molt_msg_type_t all_types[] = {
-    MOLT_MSG_READY, MOLT_MSG_FAIL, MOLT_MSG_STATS, MOLT_MSG_DRAINED, MOLT_MSG_STOP,
+    MOLT_MSG_READY, MOLT_MSG_FAIL, MOLT_MSG_STATS, MOLT_MSG_DRAINED, MOLT_MSG_LOADING, MOLT_MSG_STOP,
 };
 
 /* --- round trips ---------------------------------------------------------- */
