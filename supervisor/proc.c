@@ -274,11 +274,10 @@ static void proc_on_stats(sup_proc_t *p, const molt_msg_t *msg)
         molt_info("worker %u has been healthy for a minute: its restart backoff is reset", p->slot);
 }
 
-static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents)
+/* Reads every message waiting on p's channel. */
+static void proc_read_chan(sup_proc_t *p)
 {
-    (void)loop, (void)revents;
-    sup_proc_t *p = w->data;
-    for (;;) {
+    while (p->chan >= 0) {
         molt_msg_t msg;
         int rc = molt_chan_recv(p->chan, &msg);
         if (rc == -EAGAIN)
@@ -330,9 +329,13 @@ static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents)
             break;
         }
         molt_msg_free(&msg);
-        if (p->chan < 0)
-            return;
     }
+}
+
+static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop, (void)revents;
+    proc_read_chan(w->data);
 }
 
 static void describe_exit(int status, char *buf, size_t len)
@@ -393,6 +396,9 @@ void sup_on_child(struct ev_loop *loop, ev_child *w, int revents)
     if (!p)
         return; /* not a worker (or already forgotten) */
     sup_gen_t *gen = p->gen;
+    /* SIGCHLD can be handled before the worker's last words (FAIL, LOADING)
+     * are read: read them first, so the death is explained. */
+    proc_read_chan(p);
     bool was_starting = p->state == SUP_W_STARTING;
     describe_exit(w->rstatus, p->last_exit, sizeof(p->last_exit));
     ev_io_stop(S.loop, &p->chan_w);
