@@ -70,9 +70,12 @@
 #define HTTP_SEND_TIMEOUT_S 60.0
 /* After an error response: discard client input for at most this long before close. */
 #define HTTP_LINGER_S 2.0
-/* Per-connection buffers bigger than this are freed after use rather than kept. */
+/* Per-connection buffers bigger than this are freed after use rather than kept:
+ * an idle keep-alive connection should cost about its struct, whatever its
+ * largest request was. */
 #define HTTP_KEEP_BUF_MAX (64 * 1024)
-#define HTTP_KEEP_OUT_MAX (256 * 1024)
+#define HTTP_KEEP_HEAD_MAX (8 * 1024)
+#define HTTP_KEEP_HDRS_MAX 64
 
 #define SERVER_LINE "Server: molt/" MOLT_VERSION "\r\n"
 
@@ -86,13 +89,7 @@ typedef enum conn_phase {
 } conn_phase_t;
 
 /* Where the last head callback left off, to join pieces split across reads. */
-typedef enum head_cb {
-    HCB_NONE = 0,
-    HCB_URL,
-    HCB_FIELD,
-    HCB_VALUE,
-    HCB_COUNT
-} head_cb_t;
+typedef enum head_cb { HCB_NONE = 0, HCB_URL, HCB_FIELD, HCB_VALUE, HCB_COUNT } head_cb_t;
 
 /* How a streamed response's body is framed. */
 typedef enum stream_mode {
@@ -142,9 +139,9 @@ typedef struct conn {
     molt_buf_t body;
     const char *body_ext; /* whole body where it lies in the input, not copied */
     size_t body_ext_len;
-    int err_status;       /* status to answer when a callback fails */
-    bool keep_alive;      /* this request's response leaves the connection open */
-    int version;          /* 10 or 11, current request */
+    int err_status;  /* status to answer when a callback fails */
+    bool keep_alive; /* this request's response leaves the connection open */
+    int version;     /* 10 or 11, current request */
     stream_mode_t smode;
 
     molt_buf_t out; /* responses not yet sent, from out_pos */
@@ -155,9 +152,9 @@ typedef struct conn {
     ev_tstamp timer_at; /* when the timer is due, if active */
     uint64_t requests;
 
-    bool eof;        /* the client shut its write side */
-    bool failed;     /* I/O error: close as soon as no handler runs */
-    bool linger;     /* input may be left unread when closing: linger */
+    bool eof;    /* the client shut its write side */
+    bool failed; /* I/O error: close as soon as no handler runs */
+    bool linger; /* input may be left unread when closing: linger */
     bool in_handler;
 
     struct molt_txn txn;
@@ -213,66 +210,86 @@ static void srv_maybe_done(struct wrk_http *srv);
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
 
+/* Reason phrases by class, indexed by status % 100 (451 is the one code past 31). */
+static const char *const reasons_1xx[2] = {
+    [0] = "Continue",
+    [1] = "Switching Protocols",
+};
+static const char *const reasons_2xx[7] = {
+    [0] = "OK",         [1] = "Created",       [2] = "Accepted",        [3] = "Non-Authoritative Information",
+    [4] = "No Content", [5] = "Reset Content", [6] = "Partial Content",
+};
+static const char *const reasons_3xx[9] = {
+    [0] = "Multiple Choices",   [1] = "Moved Permanently", [2] = "Found",
+    [3] = "See Other",          [4] = "Not Modified",      [7] = "Temporary Redirect",
+    [8] = "Permanent Redirect",
+};
+static const char *const reasons_4xx[32] = {
+    [0] = "Bad Request",
+    [1] = "Unauthorized",
+    [2] = "Payment Required",
+    [3] = "Forbidden",
+    [4] = "Not Found",
+    [5] = "Method Not Allowed",
+    [6] = "Not Acceptable",
+    [7] = "Proxy Authentication Required",
+    [8] = "Request Timeout",
+    [9] = "Conflict",
+    [10] = "Gone",
+    [11] = "Length Required",
+    [12] = "Precondition Failed",
+    [13] = "Payload Too Large",
+    [14] = "URI Too Long",
+    [15] = "Unsupported Media Type",
+    [16] = "Range Not Satisfiable",
+    [17] = "Expectation Failed",
+    [21] = "Misdirected Request",
+    [22] = "Unprocessable Entity",
+    [23] = "Locked",
+    [24] = "Failed Dependency",
+    [25] = "Too Early",
+    [26] = "Upgrade Required",
+    [28] = "Precondition Required",
+    [29] = "Too Many Requests",
+    [31] = "Request Header Fields Too Large",
+};
+static const char *const reasons_5xx[12] = {
+    [0] = "Internal Server Error",
+    [1] = "Not Implemented",
+    [2] = "Bad Gateway",
+    [3] = "Service Unavailable",
+    [4] = "Gateway Timeout",
+    [5] = "HTTP Version Not Supported",
+    [6] = "Variant Also Negotiates",
+    [7] = "Insufficient Storage",
+    [8] = "Loop Detected",
+    [10] = "Not Extended",
+    [11] = "Network Authentication Required",
+};
+
 const char *wrk_http_reason(int status)
 {
-    switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 203: return "Non-Authoritative Information";
-    case 204: return "No Content";
-    case 205: return "Reset Content";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 421: return "Misdirected Request";
-    case 422: return "Unprocessable Entity";
-    case 425: return "Too Early";
-    case 426: return "Upgrade Required";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 451: return "Unavailable For Legal Reasons";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    case 507: return "Insufficient Storage";
-    case 511: return "Network Authentication Required";
-    default: return "Unknown";
-    }
+    static const struct {
+        const char *const *names;
+        size_t n;
+    } classes[] = {
+        {reasons_1xx, MOLT_ARRAY_SIZE(reasons_1xx)}, {reasons_2xx, MOLT_ARRAY_SIZE(reasons_2xx)},
+        {reasons_3xx, MOLT_ARRAY_SIZE(reasons_3xx)}, {reasons_4xx, MOLT_ARRAY_SIZE(reasons_4xx)},
+        {reasons_5xx, MOLT_ARRAY_SIZE(reasons_5xx)},
+    };
+    if (status == 451)
+        return "Unavailable For Legal Reasons";
+    if (status < 100 || status > 599)
+        return "Unknown";
+    size_t cls = (size_t)(status / 100 - 1), i = (size_t)(status % 100);
+    const char *r = i < classes[cls].n ? classes[cls].names[i] : NULL;
+    return r ? r : "Unknown";
 }
 
-/* A status the handler left, made sendable: 0 and anything outside 100..999 become 500. */
+/* A status the handler left, made sendable: 0 and anything outside 100..599 become 500. */
 static int status_norm(int status)
 {
-    return (status < 100 || status > 999) ? 500 : status;
+    return (status < 100 || status > 599) ? 500 : status;
 }
 
 /* Statuses whose responses never carry a body (RFC 9110 6.4.1). */
@@ -468,7 +485,7 @@ static void conn_write(conn_t *c)
         return;
     }
     c->out.len = c->out_pos = 0;
-    if (c->out.cap > HTTP_KEEP_OUT_MAX)
+    if (c->out.cap > HTTP_KEEP_BUF_MAX)
         molt_buf_free(&c->out);
     if (ev_is_active(&c->wio))
         ev_io_stop(c->srv->loop, &c->wio);
@@ -579,6 +596,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     conn_t *c = p->data;
     if (c->phase != PH_HEAD)
         return 0;
+    /* Some header states of the parser let a NUL through; a value must be a C string. */
+    if (memchr(at, 0, len))
+        return cb_fail(c, 400);
     if (c->last_cb != HCB_VALUE) {
         if (c->last_cb != HCB_FIELD)
             return cb_fail(c, 400); /* value without a name: the parser never does this */
@@ -652,16 +672,8 @@ static int on_headers_complete(http_parser *p)
     bool has_len = !chunked && p->content_length != ULLONG_MAX && p->content_length > 0;
     if (has_len && p->content_length > cfg->max_body_bytes)
         return cb_fail(c, 413);
-    if (chunked || has_len || p->uses_transfer_encoding) {
-        if (head_check_body(c, chunked || has_len))
-            return -1;
-        if (has_len) {
-            /* Room for the body up front, but not a client's word for a megabyte. */
-            size_t want = (size_t)p->content_length;
-            if (molt_buf_reserve(&c->body, want < HTTP_KEEP_BUF_MAX ? want : HTTP_KEEP_BUF_MAX))
-                return cb_fail(c, 500);
-        }
-    }
+    if ((chunked || has_len || p->uses_transfer_encoding) && head_check_body(c, chunked || has_len))
+        return -1;
     return 0;
 }
 
@@ -682,6 +694,14 @@ static int on_body(http_parser *p, const char *at, size_t len)
             return cb_fail(c, 500);
         c->body_ext = NULL;
         c->body_ext_len = 0;
+    }
+    if (!have && !(p->flags & F_CHUNKED)) {
+        /* A Content-Length body in pieces: room for all of it at once (the
+         * parser has counted this piece off already), but not on a client's
+         * word alone for more than we would keep. */
+        uint64_t total = len + p->content_length;
+        if (molt_buf_reserve(&c->body, total < HTTP_KEEP_BUF_MAX ? (size_t)total : HTTP_KEEP_BUF_MAX))
+            return cb_fail(c, 500);
     }
     return molt_buf_append(&c->body, at, len) ? cb_fail(c, 500) : 0;
 }
@@ -752,6 +772,15 @@ static void conn_reset_request(conn_t *c)
     c->body_ext = NULL;
     c->body_ext_len = 0;
     c->err_status = 0;
+    if (c->head.cap > HTTP_KEEP_HEAD_MAX)
+        molt_buf_free(&c->head);
+    if (c->hcap > HTTP_KEEP_HDRS_MAX) {
+        free(c->hoff);
+        free(c->hdrs);
+        c->hoff = NULL;
+        c->hdrs = NULL;
+        c->hcap = 0;
+    }
     if (c->body.cap > HTTP_KEEP_BUF_MAX)
         molt_buf_free(&c->body);
     if (c->txn.resp_body.cap > HTTP_KEEP_BUF_MAX)
@@ -768,8 +797,8 @@ static int conn_finish_response(conn_t *c)
         int status = status_norm(txn->status);
         bool nobody = status_no_body(status);
         c->keep_alive = c->keep_alive && txn->keep_alive;
-        if (out_put_head(c, status, nobody ? FR_NONE : FR_LENGTH, txn->resp_body.len,
-                         txn->resp_headers.data, txn->resp_headers.len))
+        if (out_put_head(c, status, nobody ? FR_NONE : FR_LENGTH, txn->resp_body.len, txn->resp_headers.data,
+                         txn->resp_headers.len))
             return -ENOMEM;
         if (!nobody && !txn->head && molt_buf_append(&c->out, txn->resp_body.data, txn->resp_body.len))
             return -ENOMEM;
@@ -848,9 +877,12 @@ static int conn_error_status(const conn_t *c, enum http_errno err)
     if (c->err_status)
         return c->err_status;
     switch (err) {
-    case HPE_HEADER_OVERFLOW: return 431;
-    case HPE_INVALID_TRANSFER_ENCODING: return 501;
-    default: return 400;
+    case HPE_HEADER_OVERFLOW:
+        return 431;
+    case HPE_INVALID_TRANSFER_ENCODING:
+        return 501;
+    default:
+        return 400;
     }
 }
 
@@ -1010,6 +1042,8 @@ static void conn_parse_pending(conn_t *c)
         c->pending.len = 0;
     else
         molt_buf_consume(&c->pending, used);
+    if (!c->pending.len)
+        molt_buf_free(&c->pending); /* only pipelining under backlog needs it */
 }
 
 /*
@@ -1164,7 +1198,8 @@ static int conn_new(struct wrk_http *srv, int fd)
 int wrk_http_txn_flush(struct molt_txn *txn)
 {
     conn_t *c = txn ? txn->conn : NULL;
-    if (!c)
+    /* Only while the handler runs: afterwards the txn already serves the next request. */
+    if (!c || !c->in_handler)
         return -EINVAL;
     if (c->failed)
         return -EPIPE;
@@ -1325,6 +1360,12 @@ wrk_http_t *wrk_http_new(struct ev_loop *loop, const molt_http_cfg_t *cfg, wrk_h
     srv->rbuf = malloc(HTTP_RBUF_SIZE);
     if (!srv->rbuf)
         goto fail;
+    /* Our own count enforces max_header_bytes exactly (conn_parse); the
+     * parser's compile-time cap (80 KiB) must only be raised, never hit first.
+     * It is process-wide, and also bounds chunk-size lines and trailers. */
+    if (cfg->max_header_bytes > HTTP_MAX_HEADER_SIZE)
+        http_parser_set_max_header_size(
+            cfg->max_header_bytes < UINT32_MAX - 1 ? (uint32_t)cfg->max_header_bytes + 1 : UINT32_MAX);
     srv->loop = loop;
     srv->cfg = cfg;
     srv->handler = handler;
@@ -1400,6 +1441,8 @@ void wrk_http_drain(wrk_http_t *srv, uint32_t idle_grace_ms, void (*done)(void *
     srv->draining = true;
     srv->done = done;
     srv->done_arg = arg;
+    /* Called from anywhere (a channel message, a signal): the loop's cached time may be old. */
+    ev_now_update(srv->loop);
     srv->drain_deadline = ev_now(srv->loop) + idle_grace_ms / 1000.0;
     ev_timer_stop(srv->loop, &srv->backoff_timer);
     srv->backoff = false;

@@ -63,6 +63,9 @@ void wrk_http_resume(wrk_http_t *srv);
  * once `idle_grace_ms` passes without a new request; a request in progress is
  * answered with "Connection: close" and the connection closed after it.
  * `done` is called (once) when no connection is left, possibly immediately.
+ * It is never called from inside wrk_http_drain() itself: it runs from a
+ * zero-delay timer on the loop (the next iteration when nothing is open), so
+ * done() may free the server. A second drain replaces done/arg.
  */
 void wrk_http_drain(wrk_http_t *srv, uint32_t idle_grace_ms, void (*done)(void *arg), void *arg);
 
@@ -79,7 +82,8 @@ void wrk_http_free(wrk_http_t *srv);
  * "Transfer-Encoding: chunked" (HTTP/1.1; for HTTP/1.0 the body is
  * close-delimited and the connection closes after it), then the body written
  * so far as a chunk; later writes go out as chunks when flushed again or when
- * the handler returns, followed by the last chunk. 0 or -errno.
+ * the handler returns, followed by the last chunk. Only from within the
+ * handler (-EINVAL otherwise). 0 or -errno (-EPIPE: the client is gone).
  */
 int wrk_http_txn_flush(struct molt_txn *txn);
 
