@@ -40,7 +40,8 @@ wrk_router_t *wrk_router_new(const molt_route_cfg_t *routes, size_t nroutes)
         r->routes[i].plugin_index = routes[i].plugin_index;
         r->n++;
     }
-    qsort(r->routes, r->n, sizeof(*r->routes), route_cmp);
+    if (r->n) /* qsort(NULL, 0, ...) is undefined */
+        qsort(r->routes, r->n, sizeof(*r->routes), route_cmp);
     return r;
 fail:
     wrk_router_free(r);
