@@ -6,11 +6,16 @@
 #include "worker/host.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+
+#include "shared/config.h"
 
 #include "shared/log.h"
 #include "worker/http.h"
+#include "worker/pipeline.h"
 #include "worker/plugins.h"
 #include "worker/txn.h"
 
@@ -159,7 +164,156 @@ static int h_resp_write(molt_txn_t *txn, const void *data, size_t len)
 
 static int h_resp_flush(molt_txn_t *txn)
 {
+    /* The head goes out now: response-header callbacks run before it. */
+    if (!txn->streaming)
+        wrk_pipeline_response_headers(txn);
     return wrk_http_txn_flush(txn) < 0 ? MOLT_ERROR : MOLT_OK;
+}
+
+static int h_resp_status(const molt_txn_t *txn)
+{
+    return txn->status;
+}
+
+static int h_txn_set_ptr(molt_txn_t *txn, void *ptr, void (*release)(void *ptr))
+{
+    (void)txn;
+    wrk_txn_ptr_t *p = wrk_pipeline_ptr(wrk_host_current);
+    if (!p)
+        return MOLT_ERROR;
+    if (p->ptr && p->release && p->ptr != ptr)
+        p->release(p->ptr);
+    p->ptr = ptr;
+    p->release = release;
+    return MOLT_OK;
+}
+
+static void *h_txn_get_ptr(molt_txn_t *txn)
+{
+    (void)txn;
+    wrk_txn_ptr_t *p = wrk_pipeline_ptr(wrk_host_current);
+    return p ? p->ptr : NULL;
+}
+
+static molt_session_t *h_txn_session(const molt_txn_t *txn)
+{
+    return txn->session;
+}
+
+static uint64_t h_session_id(const molt_session_t *ses)
+{
+    return ses->id;
+}
+
+static const char *h_session_peer(const molt_session_t *ses)
+{
+    struct molt_session *s = (struct molt_session *)ses; /* the cache is ours */
+    if (!s->peer[0]) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (getpeername(s->fd, (struct sockaddr *)&ss, &len) < 0)
+            snprintf(s->peer, sizeof(s->peer), "unknown");
+        else if (ss.ss_family == AF_UNIX)
+            snprintf(s->peer, sizeof(s->peer), "unix");
+        else
+            molt_format_address((struct sockaddr *)&ss, len, s->peer, sizeof(s->peer));
+    }
+    return s->peer;
+}
+
+static const char *caller(void)
+{
+    return wrk_host_current ? wrk_host_current->cfg->name : "?";
+}
+
+static int h_txn_disable_instance(molt_txn_t *txn, const char *instance)
+{
+    (void)txn;
+    if (!instance || !wrk_plugins_find(wrk_pipeline_plugins(), instance)) {
+        molt_warn("plugin %s: txn_disable_instance: no instance named \"%s\"", caller(),
+                  instance ? instance : "(null)");
+        return MOLT_ERROR;
+    }
+    wrk_hooks_disable_instance(wrk_pipeline_hooks(), instance);
+    return MOLT_OK;
+}
+
+static int h_txn_hook_list(molt_txn_t *txn, molt_hook_id_t hook, molt_cb_info_t *out, size_t max)
+{
+    (void)txn;
+    return wrk_hooks_list(wrk_pipeline_hooks(), hook, out, out ? max : 0);
+}
+
+static int h_txn_hook_enable(molt_txn_t *txn, molt_hook_id_t hook, const char *instance, const char *callback,
+                             int enabled)
+{
+    (void)txn;
+    return wrk_hooks_set_enabled(wrk_pipeline_hooks(), hook, instance, callback, enabled != 0) > 0 ? MOLT_OK
+                                                                                                 : MOLT_ERROR;
+}
+
+static int h_txn_hook_priority(molt_txn_t *txn, molt_hook_id_t hook, const char *instance, const char *callback,
+                               int priority)
+{
+    (void)txn;
+    return wrk_hooks_set_priority(wrk_pipeline_hooks(), hook, instance, callback, priority) > 0 ? MOLT_OK
+                                                                                              : MOLT_ERROR;
+}
+
+static int h_api_publish(molt_instance_t *inst, const char *api_name, uint32_t version, const void *api)
+{
+    if (!api_name || !api_name[0] || !api) {
+        molt_warn("plugin %s: api_publish needs a name and a pointer", inst->cfg->name);
+        return MOLT_ERROR;
+    }
+    for (size_t i = 0; i < inst->napis; i++) {
+        if (strcmp(inst->apis[i].name, api_name) == 0) {
+            molt_warn("plugin %s: api \"%s\" is already published", inst->cfg->name, api_name);
+            return MOLT_ERROR;
+        }
+    }
+    if (inst->napis == WRK_MAX_APIS) {
+        molt_warn("plugin %s: more than %d APIs published", inst->cfg->name, WRK_MAX_APIS);
+        return MOLT_ERROR;
+    }
+    char *name = strdup(api_name);
+    if (!name)
+        return MOLT_ERROR;
+    inst->apis[inst->napis++] = (wrk_api_t){.name = name, .version = version, .ptr = api};
+    return MOLT_OK;
+}
+
+static const void *h_api_lookup(const molt_instance_t *inst, const char *provider, const char *api_name,
+                                uint32_t min_version)
+{
+    wrk_plugins_t *ps = wrk_pipeline_plugins();
+    struct molt_instance *prov = provider ? wrk_plugins_find(ps, provider) : NULL;
+    size_t matches = 0;
+    for (size_t i = 0; !prov && provider && i < ps->ninsts; i++) {
+        if (strcmp(ps->insts[i].dso->desc.name, provider) == 0) {
+            matches++;
+            prov = &ps->insts[i];
+        }
+    }
+    if (!prov || matches > 1) {
+        molt_warn("plugin %s: api_lookup: %s \"%s\"", inst->cfg->name,
+                  matches > 1 ? "several instances use plugin" : "no instance or plugin named",
+                  provider ? provider : "(null)");
+        return NULL;
+    }
+    for (size_t i = 0; api_name && i < prov->napis; i++) {
+        if (strcmp(prov->apis[i].name, api_name) != 0)
+            continue;
+        if (prov->apis[i].version < min_version) {
+            molt_warn("plugin %s: api_lookup: %s publishes %s version %u, older than the %u needed",
+                      inst->cfg->name, prov->cfg->name, api_name, prov->apis[i].version, min_version);
+            return NULL;
+        }
+        return prov->apis[i].ptr;
+    }
+    molt_warn("plugin %s: api_lookup: %s publishes no api \"%s\"%s", inst->cfg->name, prov->cfg->name,
+              api_name ? api_name : "(null)", prov->initialised ? "" : " (it is not initialised yet: add it to deps)");
+    return NULL;
 }
 
 static void *h_txn_ctx(molt_txn_t *txn)
@@ -191,4 +345,16 @@ const molt_host_api_t wrk_host_api = {
     .resp_write = h_resp_write,
     .resp_flush = h_resp_flush,
     .txn_ctx = h_txn_ctx,
+    .resp_status = h_resp_status,
+    .txn_set_ptr = h_txn_set_ptr,
+    .txn_get_ptr = h_txn_get_ptr,
+    .txn_session = h_txn_session,
+    .session_id = h_session_id,
+    .session_peer = h_session_peer,
+    .txn_disable_instance = h_txn_disable_instance,
+    .txn_hook_list = h_txn_hook_list,
+    .txn_hook_enable = h_txn_hook_enable,
+    .txn_hook_priority = h_txn_hook_priority,
+    .api_publish = h_api_publish,
+    .api_lookup = h_api_lookup,
 };

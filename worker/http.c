@@ -156,7 +156,9 @@ typedef struct conn {
     bool failed; /* I/O error: close as soon as no handler runs */
     bool linger; /* input may be left unread when closing: linger */
     bool in_handler;
+    bool session_opened; /* session_open accepted it: session_close is owed */
 
+    struct molt_session ses;
     struct molt_txn txn;
 } conn_t;
 
@@ -165,6 +167,10 @@ struct wrk_http {
     const molt_http_cfg_t *cfg;
     wrk_http_handler_fn handler;
     void *arg;
+    wrk_http_session_open_fn session_open;
+    wrk_http_session_close_fn session_close;
+    void *session_arg;
+    uint64_t next_session_id;
 
     listener_t *listeners;
     ev_timer backoff_timer; /* EMFILE pause */
@@ -1010,6 +1016,8 @@ static void conn_update_read(conn_t *c)
 static void conn_close(conn_t *c)
 {
     struct wrk_http *srv = c->srv;
+    if (c->session_opened && srv->session_close)
+        srv->session_close(&c->ses, srv->session_arg);
     ev_io_stop(srv->loop, &c->rio);
     ev_io_stop(srv->loop, &c->wio);
     ev_timer_stop(srv->loop, &c->timer);
@@ -1180,6 +1188,10 @@ static int conn_new(struct wrk_http *srv, int fd)
     ev_init(&c->timer, conn_timer_cb);
     c->rio.data = c->wio.data = c->timer.data = c;
 
+    c->ses.id = ++srv->next_session_id;
+    c->ses.fd = fd;
+    c->txn.session = &c->ses;
+
     c->next = srv->conns;
     if (c->next)
         c->next->prev = c;
@@ -1187,9 +1199,24 @@ static int conn_new(struct wrk_http *srv, int fd)
     srv->stats.accepted++;
     srv->stats.conns++;
 
+    if (srv->session_open) {
+        if (srv->session_open(&c->ses, srv->session_arg) < 0) {
+            conn_close(c); /* closes fd: the caller must not */
+            return 0;
+        }
+        c->session_opened = true;
+    }
     ev_io_start(srv->loop, &c->rio);
     conn_arm(c);
     return 0;
+}
+
+void wrk_http_set_session_hooks(wrk_http_t *srv, wrk_http_session_open_fn open_fn,
+                                wrk_http_session_close_fn close_fn, void *arg)
+{
+    srv->session_open = open_fn;
+    srv->session_close = close_fn;
+    srv->session_arg = arg;
 }
 
 /* ------------------------------------------------------------------------ */

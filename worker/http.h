@@ -44,6 +44,13 @@ typedef struct wrk_http_stats {
     uint64_t conns;                          /* connections open now */
 } wrk_http_stats_t;
 
+/* Session hooks: open runs when a connection is accepted and returns -1 to
+ * close it at once; close runs when an opened connection closes. */
+typedef int (*wrk_http_session_open_fn)(struct molt_session *ses, void *arg);
+typedef void (*wrk_http_session_close_fn)(struct molt_session *ses, void *arg);
+void wrk_http_set_session_hooks(wrk_http_t *srv, wrk_http_session_open_fn open_fn,
+                                wrk_http_session_close_fn close_fn, void *arg);
+
 /* Creates a server on `loop`; cfg is borrowed and must outlive it. NULL on ENOMEM. */
 wrk_http_t *wrk_http_new(struct ev_loop *loop, const molt_http_cfg_t *cfg, wrk_http_handler_fn handler,
                          void *arg);

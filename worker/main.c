@@ -26,6 +26,7 @@
 #include "shared/util.h"
 #include "worker/host.h"
 #include "worker/http.h"
+#include "worker/pipeline.h"
 #include "worker/plugins.h"
 #include "worker/router.h"
 #include "worker/txn.h"
@@ -49,7 +50,7 @@ typedef struct wrk {
     wrk_plugins_t plugins;
     wrk_router_t *router;
     wrk_http_t *http;
-    unsigned char *ctx_block;
+    bool started; /* WORKER_START ran: WORKER_STOP is owed */
     int exit_code;
     ev_io chan_w;
     ev_io sig_w;
@@ -216,9 +217,12 @@ static void worker_exit(int code)
     ev_timer_stop(W.loop, &W.drain_w);
     wrk_http_free(W.http);
     W.http = NULL;
+    if (W.started)
+        wrk_hooks_run_global(&W.plugins.hooks, MOLT_HOOK_WORKER_STOP, NULL);
+    W.started = false;
+    wrk_pipeline_fini();
     wrk_plugins_unload(&W.plugins);
     wrk_router_free(W.router);
-    free(W.ctx_block);
     molt_close(&W.sigfd);
     W.exit_code = code;
     ev_break(W.loop, EVBREAK_ALL);
@@ -321,42 +325,6 @@ static void on_stats(struct ev_loop *loop, ev_timer *w, int revents)
     send_stats();
 }
 
-/* ---- requests --------------------------------------------------------------------------- */
-
-static void respond_plain(struct molt_txn *txn, int status, const char *body)
-{
-    txn->status = status;
-    txn->resp_headers.len = 0;
-    txn->resp_body.len = 0;
-    molt_buf_printf(&txn->resp_headers, "Content-Type: text/plain\r\n");
-    molt_buf_append(&txn->resp_body, body, strlen(body));
-}
-
-/* The HTTP core's handler: route by longest prefix, run the instance's handler. */
-static void dispatch(struct molt_txn *txn, void *arg)
-{
-    (void)arg;
-    ssize_t idx = wrk_router_match(W.router, txn->path, txn->path_len);
-    if (idx < 0) {
-        respond_plain(txn, 404, "not found\n");
-        return;
-    }
-    struct molt_instance *inst = &W.plugins.insts[idx];
-    txn->instance = inst;
-    txn->status = 200;
-    if (W.ctx_block)
-        memset(W.ctx_block, 0, W.plugins.ctx_total);
-    wrk_host_ctx_block = W.ctx_block;
-    wrk_host_current = inst;
-    int rc = inst->dso->desc.handle(txn, inst->data);
-    wrk_host_current = NULL;
-    if (rc != MOLT_OK && !txn->streaming) {
-        molt_warn("plugin %s: handler failed for %s %s; answering 500", inst->cfg->name, txn->method,
-                  txn->url);
-        respond_plain(txn, 500, "internal server error\n");
-    }
-}
-
 /* ---- main ------------------------------------------------------------------------------- */
 
 void wrk_main(const molt_worker_boot_t *boot)
@@ -407,12 +375,23 @@ void wrk_main(const molt_worker_boot_t *boot)
         ev_loop_destroy(W.loop);
         exit(MOLT_EXIT_OK);
     }
-    if (W.plugins.ctx_total && !(W.ctx_block = calloc(1, W.plugins.ctx_total)))
-        goto oom;
     W.router = wrk_router_new(W.cfg->routes, W.cfg->nroutes);
-    W.http = wrk_http_new(W.loop, &W.cfg->http, dispatch, NULL);
-    if (!W.router || !W.http)
+    W.http = wrk_http_new(W.loop, &W.cfg->http, wrk_pipeline_dispatch, NULL);
+    if (!W.router || !W.http || wrk_pipeline_init(&W.plugins, W.router) < 0)
         goto oom;
+    if (W.plugins.hooks.n[MOLT_HOOK_SESSION_OPEN] || W.plugins.hooks.n[MOLT_HOOK_SESSION_CLOSE])
+        wrk_http_set_session_hooks(W.http, wrk_pipeline_session_open, wrk_pipeline_session_close, NULL);
+    const wrk_cb_t *culprit = NULL;
+    if (wrk_hooks_run_global(&W.plugins.hooks, MOLT_HOOK_WORKER_START, &culprit) == MOLT_ERROR) {
+        wrk_load_error_t e = {.phase = "start"};
+        snprintf(e.plugin, sizeof(e.plugin), "%s", culprit->inst->cfg->name);
+        snprintf(e.file, sizeof(e.file), "%s", culprit->inst->dso->path);
+        snprintf(e.reason, sizeof(e.reason), "worker_start callback %s failed", culprit->name);
+        molt_error("cannot start: plugin %s (%s): %s", e.plugin, e.file, e.reason);
+        send_fail(&e);
+        _exit(MOLT_EXIT_FATAL);
+    }
+    W.started = true;
     for (size_t i = 0; i < W.cfg->nlisten; i++) {
         rc = wrk_http_listen(W.http, MOLT_WRK_FD_LISTEN0 + (int)i);
         if (rc < 0) {

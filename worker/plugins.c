@@ -11,6 +11,7 @@
 
 /* Every field before reserved[] is ABI 1.0; a descriptor must at least cover them. */
 #define WRK_DESC_MIN_SIZE offsetof(molt_plugin_t, reserved)
+#define WRK_MAX_DEPS 32
 
 static void err_set(wrk_load_error_t *err, const char *phase, const struct molt_instance *inst,
                     const char *file, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -93,7 +94,43 @@ int wrk_plugin_check_desc(const molt_plugin_t *desc, molt_plugin_t *out, char *r
                  out->version ? out->version : "(null)");
         return -1;
     }
-    return 0;
+    for (size_t i = 0; out->deps && out->deps[i].name; i++) {
+        const molt_dep_t *d = &out->deps[i];
+        if (i >= WRK_MAX_DEPS) {
+            snprintf(reason, len, "plugin %s: more than %d dependencies", out->name, WRK_MAX_DEPS);
+            return -1;
+        }
+        if (!valid_name(d->name) || (d->min_version && !valid_semver(d->min_version))) {
+            snprintf(reason, len, "plugin %s: deps[%zu] needs a valid plugin name and a semver min_version",
+                     out->name, i);
+            return -1;
+        }
+    }
+    return wrk_hooks_check(out, reason, len);
+}
+
+int wrk_semver_cmp(const char *a, const char *b)
+{
+    for (int part = 0; part < 3; part++) {
+        unsigned long x = strtoul(a, (char **)&a, 10), y = strtoul(b, (char **)&b, 10);
+        if (x != y)
+            return x < y ? -1 : 1;
+        if (*a == '.')
+            a++;
+        if (*b == '.')
+            b++;
+    }
+    /* 1.2.0-rc1 < 1.2.0 */
+    bool pa = *a == '-', pb = *b == '-';
+    return pa == pb ? 0 : (pa ? -1 : 1);
+}
+
+struct molt_instance *wrk_plugins_find(wrk_plugins_t *ps, const char *name)
+{
+    for (size_t i = 0; i < ps->ninsts; i++)
+        if (strcmp(ps->insts[i].cfg->name, name) == 0)
+            return &ps->insts[i];
+    return NULL;
 }
 
 static wrk_dso_t *dso_find(wrk_plugins_t *ps, const char *path)
@@ -148,6 +185,133 @@ fail:
     free(d->path);
     memset(d, 0, sizeof(*d));
     return -1;
+}
+
+/* "a (plugin a_p 1.0.0)" */
+static void inst_label(const struct molt_instance *inst, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s (plugin %s %s)", inst->cfg->name, inst->dso->desc.name, inst->dso->desc.version);
+}
+
+/* Resolves every instance's dependencies to the instances that provide them. */
+static int deps_resolve(wrk_plugins_t *ps, wrk_load_error_t *err)
+{
+    for (size_t i = 0; i < ps->ninsts; i++) {
+        struct molt_instance *inst = &ps->insts[i];
+        const molt_dep_t *deps = inst->dso->desc.deps;
+        if (!deps || !deps[0].name)
+            continue;
+        inst->deps = calloc(ps->ninsts, sizeof(*inst->deps));
+        if (!inst->deps) {
+            err_set(err, "load", inst, inst->dso->path, "out of memory");
+            return -1;
+        }
+        for (size_t d = 0; deps[d].name; d++) {
+            bool found = false;
+            for (size_t j = 0; j < ps->ninsts; j++) {
+                struct molt_instance *prov = &ps->insts[j];
+                if (strcmp(prov->dso->desc.name, deps[d].name) != 0)
+                    continue;
+                found = true;
+                char a[160], b[160];
+                if (deps[d].min_version && wrk_semver_cmp(prov->dso->desc.version, deps[d].min_version) < 0) {
+                    inst_label(inst, a, sizeof(a));
+                    inst_label(prov, b, sizeof(b));
+                    err_set(err, "deps", inst, inst->dso->path, "%s needs plugin %s >= %s, but instance %s is older",
+                            a, deps[d].name, deps[d].min_version, b);
+                    return -1;
+                }
+                if (j == i) {
+                    inst_label(inst, a, sizeof(a));
+                    err_set(err, "deps", inst, inst->dso->path, "dependency cycle: %s -> %s", a, a);
+                    return -1;
+                }
+                bool dup = false;
+                for (size_t k = 0; k < inst->ndeps; k++)
+                    dup |= inst->deps[k] == j;
+                if (!dup)
+                    inst->deps[inst->ndeps++] = j;
+            }
+            if (!found) {
+                char a[160];
+                inst_label(inst, a, sizeof(a));
+                err_set(err, "deps", inst, inst->dso->path,
+                        "%s depends on plugin %s%s%s, which no instance in this generation uses", a, deps[d].name,
+                        deps[d].min_version ? " >= " : "", deps[d].min_version ? deps[d].min_version : "");
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Names a cycle among the instances not yet ordered: "a -> b -> a". */
+static void deps_cycle(const wrk_plugins_t *ps, const bool *placed, char *buf, size_t len)
+{
+    size_t start = 0;
+    while (placed[start])
+        start++;
+    /* Follow unplaced dependencies; with every node on a cycle or leading
+     * into one, walking ninsts steps is sure to end on the cycle. */
+    size_t cur = start;
+    for (size_t step = 0; step < ps->ninsts; step++) {
+        const struct molt_instance *inst = &ps->insts[cur];
+        for (size_t k = 0; k < inst->ndeps; k++) {
+            if (!placed[inst->deps[k]]) {
+                cur = inst->deps[k];
+                break;
+            }
+        }
+    }
+    size_t off = 0, node = cur;
+    do {
+        off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "%s%s", off ? " -> " : "",
+                                ps->insts[node].cfg->name);
+        const struct molt_instance *inst = &ps->insts[node];
+        for (size_t k = 0; k < inst->ndeps; k++) {
+            if (!placed[inst->deps[k]]) {
+                node = inst->deps[k];
+                break;
+            }
+        }
+    } while (node != cur && off < len);
+    snprintf(buf + (off < len ? off : len - 1), off < len ? len - off : 1, " -> %s", ps->insts[cur].cfg->name);
+}
+
+/* Orders the instances so that each comes after everything it depends on;
+ * among those ready, config order. */
+static int deps_order(wrk_plugins_t *ps, wrk_load_error_t *err)
+{
+    bool *placed = calloc(ps->ninsts, sizeof(bool));
+    ps->order = calloc(ps->ninsts, sizeof(*ps->order));
+    if (!placed || !ps->order) {
+        free(placed);
+        err_set(err, "load", NULL, NULL, "out of memory");
+        return -1;
+    }
+    for (size_t n = 0; n < ps->ninsts; n++) {
+        size_t pick = ps->ninsts;
+        for (size_t i = 0; i < ps->ninsts && pick == ps->ninsts; i++) {
+            if (placed[i])
+                continue;
+            bool ready = true;
+            for (size_t k = 0; k < ps->insts[i].ndeps; k++)
+                ready &= placed[ps->insts[i].deps[k]];
+            if (ready)
+                pick = i;
+        }
+        if (pick == ps->ninsts) {
+            char chain[400];
+            deps_cycle(ps, placed, chain, sizeof(chain));
+            err_set(err, "deps", NULL, NULL, "dependency cycle between instances: %s", chain);
+            free(placed);
+            return -1;
+        }
+        placed[pick] = true;
+        ps->order[n] = pick;
+    }
+    free(placed);
+    return 0;
 }
 
 int wrk_plugins_load(wrk_plugins_t *ps, const molt_config_t *cfg, const char *plugin_dir,
@@ -209,8 +373,17 @@ int wrk_plugins_load(wrk_plugins_t *ps, const molt_config_t *cfg, const char *pl
         }
     }
 
-    for (size_t i = 0; i < ps->ninsts; i++) {
-        struct molt_instance *inst = &ps->insts[i];
+    if (deps_resolve(ps, err) < 0 || deps_order(ps, err) < 0)
+        goto fail;
+    int hrc = wrk_hooks_build(&ps->hooks, ps->insts, ps->ninsts);
+    if (hrc < 0) {
+        err_set(err, "load", NULL, NULL, "%s", hrc == -E2BIG ? "too many hook callbacks in this generation"
+                                                             : "out of memory");
+        goto fail;
+    }
+
+    for (size_t n = 0; n < ps->ninsts; n++) {
+        struct molt_instance *inst = &ps->insts[ps->order[n]];
         if (progress)
             progress(inst, arg);
         if (!inst->dso->desc.init) {
@@ -237,8 +410,9 @@ fail:
 
 void wrk_plugins_unload(wrk_plugins_t *ps)
 {
-    for (size_t i = ps->ninsts; i-- > 0;) {
-        struct molt_instance *inst = &ps->insts[i];
+    for (size_t n = ps->ninsts; n-- > 0;) {
+        /* reverse dependency order; config order if the order was never made */
+        struct molt_instance *inst = &ps->insts[ps->order ? ps->order[n] : n];
         if (inst->initialised && inst->dso->desc.fini) {
             wrk_host_current = inst;
             inst->dso->desc.fini(inst);
@@ -246,6 +420,13 @@ void wrk_plugins_unload(wrk_plugins_t *ps)
         }
         inst->initialised = false;
     }
+    for (size_t i = 0; i < ps->ninsts; i++) {
+        free(ps->insts[i].deps);
+        for (size_t k = 0; k < ps->insts[i].napis; k++)
+            free(ps->insts[i].apis[k].name);
+    }
+    wrk_hooks_free(&ps->hooks);
+    free(ps->order);
     for (size_t i = 0; i < ps->ndsos; i++) {
         /* Under ASan keep the code mapped so that leak reports can still
          * symbolise plugin frames; otherwise unload. */

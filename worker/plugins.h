@@ -12,6 +12,15 @@
 
 #include "molt/plugin.h"
 #include "shared/config.h"
+#include "worker/hooks.h"
+
+#define WRK_MAX_APIS 8 /* APIs one instance may publish */
+
+typedef struct wrk_api {
+    char *name;
+    uint32_t version;
+    const void *ptr;
+} wrk_api_t;
 
 typedef struct wrk_dso {
     char *path;         /* the file dlopen()ed */
@@ -26,6 +35,10 @@ struct molt_instance {
     void *data;       /* molt_instance_set_data() */
     bool initialised; /* init succeeded: fini is owed */
     size_t ctx_off;   /* offset of its per-transaction context in the txn context block */
+    size_t *deps;     /* indexes of the instances it depends on */
+    size_t ndeps;
+    wrk_api_t apis[WRK_MAX_APIS]; /* what it published */
+    size_t napis;
 };
 
 typedef struct wrk_plugins {
@@ -34,6 +47,8 @@ typedef struct wrk_plugins {
     struct molt_instance *insts; /* cfg->nplugins, in config order */
     size_t ninsts;
     size_t ctx_total; /* bytes of per-transaction context for all instances */
+    size_t *order;    /* instance indexes in initialisation (dependency) order */
+    wrk_hooks_t hooks;
 } wrk_plugins_t;
 
 typedef struct wrk_load_error {
@@ -58,6 +73,13 @@ int wrk_plugins_load(wrk_plugins_t *ps, const molt_config_t *cfg, const char *pl
 
 /* Finalises the instances in reverse order and unloads the files. Accepts a zeroed set. */
 void wrk_plugins_unload(wrk_plugins_t *ps);
+
+/* Compares two semver strings by MAJOR.MINOR.PATCH (a pre-release sorts
+ * before its release); <0, 0, >0. */
+int wrk_semver_cmp(const char *a, const char *b);
+
+/* The instance called `name`, or NULL. */
+struct molt_instance *wrk_plugins_find(wrk_plugins_t *ps, const char *name);
 
 /*
  * Checks a descriptor returned by an entry point against this host's ABI;

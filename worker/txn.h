@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "shared/util.h"
 
@@ -20,6 +21,14 @@ typedef struct wrk_header {
 } wrk_header_t;
 
 struct molt_instance;
+
+/* One client connection (molt_session_t in the plugin API). Lives in the
+ * HTTP core's connection object. */
+struct molt_session {
+    uint64_t id;   /* counts connections accepted by this worker */
+    int fd;        /* the connection's socket */
+    char peer[64]; /* formatted lazily by the host API; "" until then */
+};
 
 struct molt_txn {
     /* ---- request: filled by the HTTP core; valid until the response is complete ---- */
@@ -47,6 +56,7 @@ struct molt_txn {
 
     /* ---- owned by the dispatcher (main.c / host.c) ---- */
     struct molt_instance *instance; /* routed instance, NULL before routing */
+    struct molt_session *session;   /* the connection (set by the HTTP core) */
     void *conn;                    /* the HTTP connection (http.c's) */
 };
 

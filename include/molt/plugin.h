@@ -44,6 +44,7 @@ extern "C" {
 
 /* Opaque handles owned by the host. */
 typedef struct molt_instance molt_instance_t; /* one configured instance of a plugin */
+typedef struct molt_session molt_session_t;   /* one client connection */
 typedef struct molt_txn molt_txn_t;           /* one HTTP request and its response */
 
 /* msgpack-c types, declared here so that plugins without state need not include msgpack.h. */
@@ -53,19 +54,65 @@ struct msgpack_object;
 /* ---- return codes ----------------------------------------------------------------------- */
 
 typedef enum molt_rc {
-    MOLT_OK = 0,     /* done: the response set on the transaction is sent */
-    MOLT_ERROR = -1, /* failed: the host answers 500 and logs the instance's name */
+    MOLT_OK = 0,       /* success; for a hook callback: continue with the next callback */
+    MOLT_CONTINUE = 0, /* hook callbacks: go on (same value as MOLT_OK) */
+    MOLT_DONE = 1,     /* hook callbacks: finish the transaction with the response set so far;
+                        * the rest of the request phase and the handler are skipped */
+    MOLT_ERROR = -1,   /* failure: the host answers 500 and logs the instance's name */
 } molt_rc_t;
+
+/* ---- hooks ------------------------------------------------------------------------------ */
+
+/*
+ * Where a plugin can run code besides its request handler, at three levels.
+ * For one transaction the order is: TXN_START, REQUEST_HEADERS, the routed
+ * instance's handler, RESPONSE_HEADERS, TXN_END. A callback of the request
+ * phase (TXN_START, REQUEST_HEADERS) that returns MOLT_DONE answers with the
+ * response it set; MOLT_ERROR answers 500. RESPONSE_HEADERS callbacks still
+ * run after either, so that response headers are added to every response;
+ * TXN_END callbacks always run and their return value is ignored.
+ */
+typedef enum molt_hook_id {
+    MOLT_HOOK_WORKER_START = 0,     /* global: every instance initialised, before serving */
+    MOLT_HOOK_WORKER_STOP = 1,      /* global: the worker stops, before any fini */
+    MOLT_HOOK_SESSION_OPEN = 2,     /* session: a connection was accepted (MOLT_ERROR closes it) */
+    MOLT_HOOK_SESSION_CLOSE = 3,    /* session: the connection is closing */
+    MOLT_HOOK_TXN_START = 4,        /* transaction: a request arrived (line and headers parsed) */
+    MOLT_HOOK_REQUEST_HEADERS = 5,  /* transaction: before routing to the handler */
+    MOLT_HOOK_RESPONSE_HEADERS = 6, /* transaction: the response is set, not yet sent */
+    MOLT_HOOK_TXN_END = 7,          /* transaction: the response is complete */
+    MOLT_HOOK_COUNT
+} molt_hook_id_t;
+
+/*
+ * One callback. Fill `fn` with the member of the hook's level:
+ * .fn.global for WORKER_*, .fn.session for SESSION_*, .fn.txn for TXN_* and
+ * *_HEADERS. `data` is the instance data (molt_instance_set_data()).
+ * Callbacks on a hook run in ascending priority (lower first), ties in the
+ * order the instances appear in the config. An instance's "priority" in the
+ * config replaces the priority of every one of its callbacks.
+ */
+typedef struct molt_hook {
+    molt_hook_id_t id;
+    int priority;     /* -1000..1000 */
+    const char *name; /* names the callback for listing and per-callback control;
+                       * NULL: the hook's own name ("request_headers") */
+    union {
+        int (*global)(molt_instance_t *inst, void *data);
+        int (*session)(molt_session_t *ses, void *data);
+        int (*txn)(molt_txn_t *txn, void *data);
+    } fn;
+} molt_hook_t;
 
 /* ---- descriptor ------------------------------------------------------------------------- */
 
 enum molt_plugin_flags {
-    MOLT_PLUGIN_SINGLETON = 1u << 0,  /* at most one instance per generation */
+    MOLT_PLUGIN_SINGLETON = 1u << 0,    /* at most one instance per generation */
     MOLT_PLUGIN_STRICT_STATE = 1u << 1, /* snapshot only after connections closed (reload) */
-    MOLT_PLUGIN_REPLICATED = 1u << 2, /* state is the same in every worker (reload mapping) */
+    MOLT_PLUGIN_REPLICATED = 1u << 2,   /* state is the same in every worker (reload mapping) */
 };
 
-/* A dependency on another plugin, by plugin name and minimum semver. */
+/* A dependency on another plugin, by plugin name and minimum semver (NULL: any). */
 typedef struct molt_dep {
     const char *name;
     const char *min_version;
@@ -82,7 +129,13 @@ typedef struct molt_plugin {
     const char *version; /* required: semver "MAJOR.MINOR.PATCH" */
     uint32_t flags;      /* enum molt_plugin_flags */
 
-    /* Dependencies: an array ended by an entry with name NULL; NULL for none. */
+    /*
+     * Dependencies: an array ended by an entry whose name is NULL; NULL for
+     * none. Every instance of a plugin named here initialises before this
+     * plugin's instances and finalises after them. A dependency that is not
+     * configured, older than min_version, or part of a cycle fails the
+     * generation before it serves, with the chain named.
+     */
     const molt_dep_t *deps;
 
     /*
@@ -110,8 +163,13 @@ typedef struct molt_plugin {
      */
     int (*handle)(molt_txn_t *txn, void *data);
 
+    /* Hook callbacks: `nhooks` entries; NULL/0 for none. */
+    const molt_hook_t *hooks;
+    size_t nhooks;
+
     /* Bytes of zeroed per-transaction context the host reserves for this
-     * plugin (molt_txn_ctx()); freed by the host. 0 for none. */
+     * plugin (molt_txn_ctx()), freed by the host; 0 for none. For more, or
+     * for memory of a size known only at run time, see molt_txn_set_ptr(). */
     size_t txn_ctx_size;
 
     /* State carried across reloads: version of the format that save writes. */
@@ -124,10 +182,18 @@ typedef struct molt_plugin {
     /* health: MOLT_OK if this instance can serve; otherwise a reason in err. Optional. */
     int (*health)(molt_instance_t *inst, char *err, size_t errlen);
 
-    /* Room to grow within ABI 1 without changing the struct's size meaningfully:
-     * new fields are appended after this and struct_size tells the host which exist. */
+    /* Room to grow within ABI 1: new fields are appended after this, and
+     * struct_size tells the host which exist. Leave zeroed. */
     void *reserved[8];
 } molt_plugin_t;
+
+/* One callback registered on a hook, as molt_txn_hook_list() reports it. */
+typedef struct molt_cb_info {
+    const char *instance; /* instance name */
+    const char *callback; /* callback name */
+    int priority;         /* effective priority for this transaction */
+    int enabled;          /* 1 if it runs for this transaction */
+} molt_cb_info_t;
 
 /* ---- host API --------------------------------------------------------------------------- */
 
@@ -175,6 +241,31 @@ typedef struct molt_host_api {
 
     /* per-transaction context of txn_ctx_size zeroed bytes, for the calling plugin */
     void *(*txn_ctx)(molt_txn_t *txn);
+
+    /* response, read back (for RESPONSE_HEADERS callbacks) */
+    int (*resp_status)(const molt_txn_t *txn);
+
+    /* a per-transaction pointer for the calling plugin, released by the host */
+    int (*txn_set_ptr)(molt_txn_t *txn, void *ptr, void (*release)(void *ptr));
+    void *(*txn_get_ptr)(molt_txn_t *txn);
+
+    /* sessions */
+    molt_session_t *(*txn_session)(const molt_txn_t *txn);
+    uint64_t (*session_id)(const molt_session_t *ses);
+    const char *(*session_peer)(const molt_session_t *ses);
+
+    /* per-transaction hook coordination */
+    int (*txn_disable_instance)(molt_txn_t *txn, const char *instance);
+    int (*txn_hook_list)(molt_txn_t *txn, molt_hook_id_t hook, molt_cb_info_t *out, size_t max);
+    int (*txn_hook_enable)(molt_txn_t *txn, molt_hook_id_t hook, const char *instance, const char *callback,
+                           int enabled);
+    int (*txn_hook_priority)(molt_txn_t *txn, molt_hook_id_t hook, const char *instance,
+                             const char *callback, int priority);
+
+    /* plugins reaching each other */
+    int (*api_publish)(molt_instance_t *inst, const char *api_name, uint32_t version, const void *api);
+    const void *(*api_lookup)(const molt_instance_t *inst, const char *provider, const char *api_name,
+                              uint32_t min_version);
 } molt_host_api_t;
 
 #define MOLT_HOST_HAS(host, field)                                                                       \
@@ -270,6 +361,99 @@ static inline int molt_resp_flush(molt_txn_t *txn)
 static inline void *molt_txn_ctx(molt_txn_t *txn)
 {
     return molt_host->txn_ctx(txn);
+}
+
+/** The response status set so far (200 unless changed). */
+static inline int molt_resp_status(const molt_txn_t *txn)
+{
+    return molt_host->resp_status(txn);
+}
+/**
+ * Stores a pointer for the calling plugin on this transaction, for memory
+ * larger than txn_ctx_size or sized at run time. When the transaction ends
+ * the host calls release(ptr) (if release is not NULL). Storing another
+ * pointer releases the previous one. MOLT_OK or MOLT_ERROR.
+ */
+static inline int molt_txn_set_ptr(molt_txn_t *txn, void *ptr, void (*release)(void *ptr))
+{
+    return molt_host->txn_set_ptr(txn, ptr, release);
+}
+/** The pointer the calling plugin stored on this transaction, or NULL. */
+static inline void *molt_txn_get_ptr(molt_txn_t *txn)
+{
+    return molt_host->txn_get_ptr(txn);
+}
+/** The connection this transaction arrived on. */
+static inline molt_session_t *molt_txn_session(const molt_txn_t *txn)
+{
+    return molt_host->txn_session(txn);
+}
+/** A number identifying the connection within this worker. */
+static inline uint64_t molt_session_id(const molt_session_t *ses)
+{
+    return molt_host->session_id(ses);
+}
+/** The client's address, "127.0.0.1:54321" or "[::1]:54321" ("unix" for a UNIX socket). */
+static inline const char *molt_session_peer(const molt_session_t *ses)
+{
+    return molt_host->session_peer(ses);
+}
+/**
+ * Disables every hook callback of `instance` for this transaction only (its
+ * request handler is not affected: routing decides that). MOLT_ERROR if no
+ * instance has that name.
+ */
+static inline int molt_txn_disable_instance(molt_txn_t *txn, const char *instance)
+{
+    return molt_host->txn_disable_instance(txn, instance);
+}
+/**
+ * Lists the callbacks registered on `hook`, in the order they run for this
+ * transaction: fills up to `max` entries of out and returns how many there
+ * are in all (may exceed max). The strings stay valid while the worker runs.
+ */
+static inline int molt_txn_hook_list(molt_txn_t *txn, molt_hook_id_t hook, molt_cb_info_t *out, size_t max)
+{
+    return molt_host->txn_hook_list(txn, hook, out, max);
+}
+/**
+ * Enables or disables, for this transaction only, the callback `callback` of
+ * `instance` on `hook` (callback NULL: all of that instance's callbacks on the
+ * hook). A change to the hook that is running takes effect for the callbacks
+ * that have not run yet. MOLT_ERROR if nothing matches.
+ */
+static inline int molt_txn_hook_enable(molt_txn_t *txn, molt_hook_id_t hook, const char *instance,
+                                       const char *callback, int enabled)
+{
+    return molt_host->txn_hook_enable(txn, hook, instance, callback, enabled);
+}
+/** As molt_txn_hook_enable(), changing the callback's priority (-1000..1000) for this transaction. */
+static inline int molt_txn_hook_priority(molt_txn_t *txn, molt_hook_id_t hook, const char *instance,
+                                         const char *callback, int priority)
+{
+    return molt_host->txn_hook_priority(txn, hook, instance, callback, priority);
+}
+/**
+ * Publishes an API (usually a struct of function pointers that stays valid
+ * until fini) under `api_name` with `version`, for instances that depend on
+ * this plugin. Call it from init. MOLT_ERROR if the name is already
+ * published by this instance.
+ */
+static inline int molt_api_publish(molt_instance_t *inst, const char *api_name, uint32_t version,
+                                   const void *api)
+{
+    return molt_host->api_publish(inst, api_name, version, api);
+}
+/**
+ * Looks up an API published by `provider` (an instance name, or the name of a
+ * plugin configured exactly once) with at least `min_version`. Declare the
+ * provider's plugin in deps so that it is initialised first. NULL if absent
+ * (the host logs why).
+ */
+static inline const void *molt_api_lookup(const molt_instance_t *inst, const char *provider,
+                                          const char *api_name, uint32_t min_version)
+{
+    return molt_host->api_lookup(inst, provider, api_name, min_version);
 }
 
 /* ---- defining a plugin ------------------------------------------------------------------- */

@@ -1,0 +1,330 @@
+#include "worker/hooks.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/host.h"
+#include "worker/plugins.h"
+
+static const char *const hook_names[MOLT_HOOK_COUNT] = {
+    [MOLT_HOOK_WORKER_START] = "worker_start",
+    [MOLT_HOOK_WORKER_STOP] = "worker_stop",
+    [MOLT_HOOK_SESSION_OPEN] = "session_open",
+    [MOLT_HOOK_SESSION_CLOSE] = "session_close",
+    [MOLT_HOOK_TXN_START] = "txn_start",
+    [MOLT_HOOK_REQUEST_HEADERS] = "request_headers",
+    [MOLT_HOOK_RESPONSE_HEADERS] = "response_headers",
+    [MOLT_HOOK_TXN_END] = "txn_end",
+};
+
+const char *wrk_hook_name(unsigned id)
+{
+    return id < MOLT_HOOK_COUNT ? hook_names[id] : "?";
+}
+
+static bool hook_is_global(unsigned id)
+{
+    return id == MOLT_HOOK_WORKER_START || id == MOLT_HOOK_WORKER_STOP;
+}
+
+static bool hook_is_session(unsigned id)
+{
+    return id == MOLT_HOOK_SESSION_OPEN || id == MOLT_HOOK_SESSION_CLOSE;
+}
+
+int wrk_hooks_check(const molt_plugin_t *desc, char *reason, size_t len)
+{
+    if (desc->nhooks && !desc->hooks) {
+        snprintf(reason, len, "plugin %s: nhooks is %zu but hooks is NULL", desc->name, desc->nhooks);
+        return -1;
+    }
+    if (desc->nhooks > WRK_HOOKS_MAX_PER_PLUGIN) {
+        snprintf(reason, len, "plugin %s: %zu hook callbacks, more than the %d allowed", desc->name,
+                 desc->nhooks, WRK_HOOKS_MAX_PER_PLUGIN);
+        return -1;
+    }
+    for (size_t i = 0; i < desc->nhooks; i++) {
+        const molt_hook_t *h = &desc->hooks[i];
+        if ((unsigned)h->id >= MOLT_HOOK_COUNT) {
+            snprintf(reason, len, "plugin %s: hooks[%zu] has unknown hook id %d", desc->name, i, (int)h->id);
+            return -1;
+        }
+        /* Every member of the union is a function pointer of the same size:
+         * checking one checks the one the plugin filled in. */
+        if (!h->fn.txn) {
+            snprintf(reason, len, "plugin %s: hooks[%zu] (%s) has no function", desc->name, i,
+                     hook_names[h->id]);
+            return -1;
+        }
+        if (h->priority < -1000 || h->priority > 1000) {
+            snprintf(reason, len, "plugin %s: hooks[%zu] (%s) priority %d is outside -1000..1000", desc->name,
+                     i, hook_names[h->id], h->priority);
+            return -1;
+        }
+        const char *name = h->name ? h->name : hook_names[h->id];
+        for (size_t j = 0; j < i; j++) {
+            const molt_hook_t *o = &desc->hooks[j];
+            const char *oname = o->name ? o->name : hook_names[o->id];
+            if (o->id == h->id && strcmp(oname, name) == 0) {
+                snprintf(reason, len, "plugin %s: two callbacks named \"%s\" on hook %s", desc->name, name,
+                         hook_names[h->id]);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int cb_cmp(const void *a, const void *b)
+{
+    const wrk_cb_t *x = *(wrk_cb_t *const *)a, *y = *(wrk_cb_t *const *)b;
+    if (x->priority != y->priority)
+        return x->priority < y->priority ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+int wrk_hooks_build(wrk_hooks_t *hs, struct molt_instance *insts, size_t ninsts)
+{
+    memset(hs, 0, sizeof(*hs));
+    size_t total = 0;
+    for (size_t i = 0; i < ninsts; i++)
+        total += insts[i].dso->desc.nhooks;
+    if (total > WRK_HOOKS_MAX)
+        return -E2BIG;
+    if (!total)
+        return 0;
+    hs->cbs = calloc(total, sizeof(*hs->cbs));
+    hs->disabled = calloc(total, 1);
+    hs->prio = calloc(total, sizeof(*hs->prio));
+    if (!hs->cbs || !hs->disabled || !hs->prio)
+        goto fail;
+    for (size_t i = 0; i < ninsts; i++) {
+        const molt_plugin_t *d = &insts[i].dso->desc;
+        for (size_t k = 0; k < d->nhooks; k++) {
+            wrk_cb_t *cb = &hs->cbs[hs->ncbs];
+            cb->inst = &insts[i];
+            cb->hook = &d->hooks[k];
+            cb->name = cb->hook->name ? cb->hook->name : hook_names[cb->hook->id];
+            cb->priority = insts[i].cfg->has_priority ? insts[i].cfg->priority : cb->hook->priority;
+            cb->id = (unsigned)hs->ncbs++;
+            hs->n[cb->hook->id]++;
+        }
+    }
+    for (unsigned h = 0; h < MOLT_HOOK_COUNT; h++) {
+        if (!hs->n[h])
+            continue;
+        hs->by_hook[h] = calloc(hs->n[h], sizeof(wrk_cb_t *));
+        if (!hs->by_hook[h])
+            goto fail;
+        size_t k = 0;
+        for (size_t i = 0; i < hs->ncbs; i++)
+            if (hs->cbs[i].hook->id == (molt_hook_id_t)h)
+                hs->by_hook[h][k++] = &hs->cbs[i];
+        qsort(hs->by_hook[h], hs->n[h], sizeof(wrk_cb_t *), cb_cmp);
+    }
+    return 0;
+fail:
+    wrk_hooks_free(hs);
+    return -ENOMEM;
+}
+
+void wrk_hooks_free(wrk_hooks_t *hs)
+{
+    for (unsigned h = 0; h < MOLT_HOOK_COUNT; h++)
+        free(hs->by_hook[h]);
+    free(hs->cbs);
+    free(hs->disabled);
+    free(hs->prio);
+    memset(hs, 0, sizeof(*hs));
+}
+
+/* Starts an overlay from the configured state. */
+static void overlay_begin(wrk_hooks_t *hs)
+{
+    if (hs->dirty)
+        return;
+    memset(hs->disabled, 0, hs->ncbs);
+    for (size_t i = 0; i < hs->ncbs; i++)
+        hs->prio[i] = hs->cbs[i].priority;
+    hs->dirty = true;
+}
+
+void wrk_hooks_txn_reset(wrk_hooks_t *hs)
+{
+    hs->dirty = false;
+}
+
+static int call_cb(const wrk_cb_t *cb, void *obj)
+{
+    struct molt_instance *saved = wrk_host_current;
+    void *data = cb->inst->data;
+    int rc;
+    wrk_host_current = cb->inst;
+    if (hook_is_global(cb->hook->id))
+        rc = cb->hook->fn.global(cb->inst, data);
+    else if (hook_is_session(cb->hook->id))
+        rc = cb->hook->fn.session(obj, data);
+    else
+        rc = cb->hook->fn.txn(obj, data);
+    wrk_host_current = saved;
+    return rc;
+}
+
+/* Is a before b in the effective order of the overlay? */
+static bool overlay_before(const wrk_hooks_t *hs, const wrk_cb_t *a, const wrk_cb_t *b)
+{
+    if (hs->prio[a->id] != hs->prio[b->id])
+        return hs->prio[a->id] < hs->prio[b->id];
+    return a->id < b->id;
+}
+
+/*
+ * Walks a hook's callbacks. Without an overlay this is the sorted array in
+ * order; once a callback (or an earlier one in the transaction) edits the
+ * overlay, each next callback is the first in the overlay's order among
+ * those that have not run, so an edit affects exactly the callbacks not run.
+ */
+static int run(wrk_hooks_t *hs, molt_hook_id_t hook, void *obj, bool stop, const wrk_cb_t **culprit)
+{
+    size_t n = hs->n[hook];
+    wrk_cb_t **list = hs->by_hook[hook];
+    uint8_t ran[WRK_HOOKS_MAX];
+    size_t cursor = 0;
+    if (!n)
+        return MOLT_CONTINUE;
+    memset(ran, 0, n);
+    for (;;) {
+        ssize_t pick = -1;
+        if (!hs->dirty) {
+            while (cursor < n && ran[cursor])
+                cursor++;
+            if (cursor < n)
+                pick = (ssize_t)cursor;
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                if (ran[i] || hs->disabled[list[i]->id])
+                    continue;
+                if (pick < 0 || overlay_before(hs, list[i], list[pick]))
+                    pick = (ssize_t)i;
+            }
+        }
+        if (pick < 0)
+            return MOLT_CONTINUE;
+        ran[pick] = 1;
+        int rc = call_cb(list[pick], obj);
+        if (rc != MOLT_CONTINUE && stop) {
+            if (culprit)
+                *culprit = list[pick];
+            return rc == MOLT_DONE ? MOLT_DONE : MOLT_ERROR;
+        }
+    }
+}
+
+int wrk_hooks_run_txn(wrk_hooks_t *hs, molt_hook_id_t hook, molt_txn_t *txn, bool stop, const wrk_cb_t **culprit)
+{
+    return run(hs, hook, txn, stop, culprit);
+}
+
+int wrk_hooks_run_session(wrk_hooks_t *hs, molt_hook_id_t hook, molt_session_t *ses, const wrk_cb_t **culprit)
+{
+    /* Session and global callbacks are not subject to a transaction's overlay. */
+    bool dirty = hs->dirty;
+    hs->dirty = false;
+    int rc = run(hs, hook, ses, hook == MOLT_HOOK_SESSION_OPEN, culprit);
+    hs->dirty = dirty;
+    return rc == MOLT_DONE ? MOLT_CONTINUE : rc;
+}
+
+int wrk_hooks_run_global(wrk_hooks_t *hs, molt_hook_id_t hook, const wrk_cb_t **culprit)
+{
+    bool dirty = hs->dirty;
+    hs->dirty = false;
+    int rc = run(hs, hook, NULL, true, culprit);
+    hs->dirty = dirty;
+    return rc == MOLT_DONE ? MOLT_CONTINUE : rc;
+}
+
+static bool cb_matches(const wrk_cb_t *cb, const char *instance, const char *callback)
+{
+    return strcmp(cb->inst->cfg->name, instance) == 0 && (!callback || strcmp(cb->name, callback) == 0);
+}
+
+int wrk_hooks_set_enabled(wrk_hooks_t *hs, molt_hook_id_t hook, const char *instance, const char *callback,
+                          bool enabled)
+{
+    int n = 0;
+    if ((unsigned)hook >= MOLT_HOOK_COUNT || !instance)
+        return 0;
+    for (size_t i = 0; i < hs->n[hook]; i++) {
+        const wrk_cb_t *cb = hs->by_hook[hook][i];
+        if (!cb_matches(cb, instance, callback))
+            continue;
+        overlay_begin(hs);
+        hs->disabled[cb->id] = !enabled;
+        n++;
+    }
+    return n;
+}
+
+int wrk_hooks_set_priority(wrk_hooks_t *hs, molt_hook_id_t hook, const char *instance, const char *callback,
+                           int priority)
+{
+    int n = 0;
+    if ((unsigned)hook >= MOLT_HOOK_COUNT || !instance || priority < -1000 || priority > 1000)
+        return 0;
+    for (size_t i = 0; i < hs->n[hook]; i++) {
+        const wrk_cb_t *cb = hs->by_hook[hook][i];
+        if (!cb_matches(cb, instance, callback))
+            continue;
+        overlay_begin(hs);
+        hs->prio[cb->id] = priority;
+        n++;
+    }
+    return n;
+}
+
+int wrk_hooks_disable_instance(wrk_hooks_t *hs, const char *instance)
+{
+    int n = 0;
+    for (size_t i = 0; i < hs->ncbs; i++) {
+        if (strcmp(hs->cbs[i].inst->cfg->name, instance) != 0)
+            continue;
+        overlay_begin(hs);
+        hs->disabled[i] = 1;
+        n++;
+    }
+    return n;
+}
+
+int wrk_hooks_list(wrk_hooks_t *hs, molt_hook_id_t hook, molt_cb_info_t *out, size_t max)
+{
+    if ((unsigned)hook >= MOLT_HOOK_COUNT)
+        return 0;
+    size_t n = hs->n[hook];
+    wrk_cb_t **list = hs->by_hook[hook];
+    uint8_t used[WRK_HOOKS_MAX];
+    memset(used, 0, n);
+    for (size_t k = 0; k < n; k++) {
+        size_t pick = 0;
+        bool found = false;
+        for (size_t i = 0; i < n; i++) {
+            if (used[i])
+                continue;
+            if (!found || (hs->dirty ? overlay_before(hs, list[i], list[pick]) : i < pick)) {
+                pick = i;
+                found = true;
+            }
+        }
+        used[pick] = 1;
+        if (k < max) {
+            const wrk_cb_t *cb = list[pick];
+            out[k].instance = cb->inst->cfg->name;
+            out[k].callback = cb->name;
+            out[k].priority = hs->dirty ? hs->prio[cb->id] : cb->priority;
+            out[k].enabled = hs->dirty ? !hs->disabled[cb->id] : 1;
+        }
+    }
+    return (int)n;
+}
