@@ -60,8 +60,14 @@
 #define HTTP_RBUF_SIZE (64 * 1024)
 /* Stop parsing (and reading) while this much output is unsent. */
 #define HTTP_OUT_HIGH (1024 * 1024)
-/* Accepts per listener event, so one busy listener does not starve the loop. */
-#define HTTP_ACCEPT_BATCH 32
+/*
+ * Accepts per listener event. Every worker of every generation waits on the
+ * same listening socket and all are woken; taking one connection per wake-up
+ * lets the others take theirs, where a batch let the first worker awake grab
+ * a whole burst (measured: 64 keep-alive connections split 167k/19k requests
+ * between two workers with a batch of 32, evenly with 1, and faster).
+ */
+#define HTTP_ACCEPT_BATCH 1
 /* Pause after EMFILE/ENFILE before accepting again. */
 #define HTTP_ACCEPT_BACKOFF_S 0.1
 /* At most one accept-failure log line per this many seconds. */
