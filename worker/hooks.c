@@ -186,7 +186,11 @@ static bool overlay_before(const wrk_hooks_t *hs, const wrk_cb_t *a, const wrk_c
  * overlay, each next callback is the first in the overlay's order among
  * those that have not run, so an edit affects exactly the callbacks not run.
  */
-static int run(wrk_hooks_t *hs, molt_hook_id_t hook, void *obj, bool stop, const wrk_cb_t **culprit)
+/* How a walk stops: never, at the first callback that does not continue, or
+ * only at a failure (global and session hooks, where MOLT_DONE means nothing). */
+typedef enum run_stop { RUN_ALL = 0, RUN_STOP_ANY = 1, RUN_STOP_ERROR = 2 } run_stop_t;
+
+static int run(wrk_hooks_t *hs, molt_hook_id_t hook, void *obj, run_stop_t stop, const wrk_cb_t **culprit)
 {
     size_t n = hs->n[hook];
     wrk_cb_t **list = hs->by_hook[hook];
@@ -214,7 +218,7 @@ static int run(wrk_hooks_t *hs, molt_hook_id_t hook, void *obj, bool stop, const
             return MOLT_CONTINUE;
         ran[pick] = 1;
         int rc = call_cb(list[pick], obj);
-        if (rc != MOLT_CONTINUE && stop) {
+        if (rc != MOLT_CONTINUE && (stop == RUN_STOP_ANY || (stop == RUN_STOP_ERROR && rc != MOLT_DONE))) {
             if (culprit)
                 *culprit = list[pick];
             return rc == MOLT_DONE ? MOLT_DONE : MOLT_ERROR;
@@ -224,7 +228,7 @@ static int run(wrk_hooks_t *hs, molt_hook_id_t hook, void *obj, bool stop, const
 
 int wrk_hooks_run_txn(wrk_hooks_t *hs, molt_hook_id_t hook, molt_txn_t *txn, bool stop, const wrk_cb_t **culprit)
 {
-    return run(hs, hook, txn, stop, culprit);
+    return run(hs, hook, txn, stop ? RUN_STOP_ANY : RUN_ALL, culprit);
 }
 
 int wrk_hooks_run_session(wrk_hooks_t *hs, molt_hook_id_t hook, molt_session_t *ses, const wrk_cb_t **culprit)
@@ -232,18 +236,18 @@ int wrk_hooks_run_session(wrk_hooks_t *hs, molt_hook_id_t hook, molt_session_t *
     /* Session and global callbacks are not subject to a transaction's overlay. */
     bool dirty = hs->dirty;
     hs->dirty = false;
-    int rc = run(hs, hook, ses, hook == MOLT_HOOK_SESSION_OPEN, culprit);
+    int rc = run(hs, hook, ses, hook == MOLT_HOOK_SESSION_OPEN ? RUN_STOP_ERROR : RUN_ALL, culprit);
     hs->dirty = dirty;
-    return rc == MOLT_DONE ? MOLT_CONTINUE : rc;
+    return rc;
 }
 
 int wrk_hooks_run_global(wrk_hooks_t *hs, molt_hook_id_t hook, const wrk_cb_t **culprit)
 {
     bool dirty = hs->dirty;
     hs->dirty = false;
-    int rc = run(hs, hook, NULL, true, culprit);
+    int rc = run(hs, hook, NULL, RUN_STOP_ERROR, culprit);
     hs->dirty = dirty;
-    return rc == MOLT_DONE ? MOLT_CONTINUE : rc;
+    return rc;
 }
 
 static bool cb_matches(const wrk_cb_t *cb, const char *instance, const char *callback)

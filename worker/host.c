@@ -21,6 +21,7 @@
 
 struct molt_instance *wrk_host_current;
 unsigned char *wrk_host_ctx_block;
+struct wrk_plugins *wrk_host_plugins;
 
 static const char *h_instance_name(const molt_instance_t *inst)
 {
@@ -101,9 +102,20 @@ static molt_instance_t *h_txn_instance(const molt_txn_t *txn)
     return txn->instance;
 }
 
+/* The response is complete once TXN_END runs; a change then would be sent
+ * while the plugin was told it was too late. */
+static bool resp_sealed(const molt_txn_t *txn, const char *what)
+{
+    if (!wrk_pipeline_sealed(txn))
+        return false;
+    molt_warn("plugin %s: %s refused: the response is complete at txn_end",
+              wrk_host_current ? wrk_host_current->cfg->name : "?", what);
+    return true;
+}
+
 static int h_resp_set_status(molt_txn_t *txn, int status)
 {
-    if (status < 100 || status > 599 || txn->streaming)
+    if (status < 100 || status > 599 || txn->streaming || resp_sealed(txn, "resp_set_status"))
         return MOLT_ERROR;
     txn->status = status;
     return MOLT_OK;
@@ -150,7 +162,7 @@ static int h_resp_add_header(molt_txn_t *txn, const char *name, const char *valu
             return MOLT_ERROR;
         }
     }
-    if (txn->streaming)
+    if (txn->streaming || resp_sealed(txn, "resp_add_header"))
         return MOLT_ERROR;
     if (molt_buf_printf(&txn->resp_headers, "%s: %s\r\n", name, value) < 0)
         return MOLT_ERROR;
@@ -159,11 +171,15 @@ static int h_resp_add_header(molt_txn_t *txn, const char *name, const char *valu
 
 static int h_resp_write(molt_txn_t *txn, const void *data, size_t len)
 {
+    if (resp_sealed(txn, "resp_write"))
+        return MOLT_ERROR;
     return molt_buf_append(&txn->resp_body, data, len) < 0 ? MOLT_ERROR : MOLT_OK;
 }
 
 static int h_resp_flush(molt_txn_t *txn)
 {
+    if (resp_sealed(txn, "resp_flush"))
+        return MOLT_ERROR;
     /* The head goes out now: response-header callbacks run before it. */
     if (!txn->streaming)
         wrk_pipeline_response_headers(txn);
@@ -286,14 +302,20 @@ static int h_api_publish(molt_instance_t *inst, const char *api_name, uint32_t v
 static const void *h_api_lookup(const molt_instance_t *inst, const char *provider, const char *api_name,
                                 uint32_t min_version)
 {
-    wrk_plugins_t *ps = wrk_pipeline_plugins();
+    /* Called from init, before the pipeline exists: the set being loaded. */
+    wrk_plugins_t *ps = wrk_host_plugins;
+    if (!ps) {
+        molt_warn("plugin %s: api_lookup: no plugin set is loaded", inst->cfg->name);
+        return NULL;
+    }
     struct molt_instance *prov = provider ? wrk_plugins_find(ps, provider) : NULL;
     size_t matches = 0;
-    for (size_t i = 0; !prov && provider && i < ps->ninsts; i++) {
-        if (strcmp(ps->insts[i].dso->desc.name, provider) == 0) {
-            matches++;
-            prov = &ps->insts[i];
-        }
+    /* Not an instance name: a plugin name, which must be configured exactly once
+     * (count every instance of it, not only the first). */
+    if (!prov && provider) {
+        for (size_t i = 0; i < ps->ninsts; i++)
+            if (strcmp(ps->insts[i].dso->desc.name, provider) == 0 && matches++ == 0)
+                prov = &ps->insts[i];
     }
     if (!prov || matches > 1) {
         molt_warn("plugin %s: api_lookup: %s \"%s\"", inst->cfg->name,

@@ -15,4 +15,9 @@ extern struct molt_instance *wrk_host_current;
  * (zeroed by the dispatcher); txn_ctx() hands out each instance's part. */
 extern unsigned char *wrk_host_ctx_block;
 
+/* The plugin set being initialised or served (set by wrk_plugins_load(),
+ * cleared by wrk_plugins_unload()): api_lookup() runs in init, before the
+ * pipeline exists. */
+extern struct wrk_plugins *wrk_host_plugins;
+
 #endif

@@ -15,6 +15,7 @@ static struct {
     bool ptrs_used;
     struct molt_txn *current;   /* the transaction being dispatched */
     bool resp_hooks_ran;
+    bool sealed;                /* TXN_END: the response can no longer change */
 } P;
 
 int wrk_pipeline_init(wrk_plugins_t *ps, wrk_router_t *router)
@@ -36,6 +37,11 @@ void wrk_pipeline_fini(void)
     free(P.ctx_block);
     free(P.ptrs);
     memset(&P, 0, sizeof(P));
+}
+
+bool wrk_pipeline_sealed(const struct molt_txn *txn)
+{
+    return P.sealed && txn == P.current;
 }
 
 wrk_hooks_t *wrk_pipeline_hooks(void)
@@ -129,7 +135,9 @@ void wrk_pipeline_dispatch(struct molt_txn *txn, void *arg)
 
 response:
     wrk_pipeline_response_headers(txn);
+    P.sealed = true;
     wrk_hooks_run_txn(hs, MOLT_HOOK_TXN_END, txn, false, NULL);
+    P.sealed = false;
     if (P.ptrs_used) {
         for (size_t i = 0; i < P.ps->ninsts; i++) {
             wrk_txn_ptr_t *p = &P.ptrs[i];

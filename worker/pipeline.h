@@ -37,6 +37,10 @@ typedef struct wrk_txn_ptr {
 } wrk_txn_ptr_t;
 wrk_txn_ptr_t *wrk_pipeline_ptr(const struct molt_instance *inst);
 
+/* True while TXN_END runs for txn: its response is complete and the host
+ * refuses to change it. */
+bool wrk_pipeline_sealed(const struct molt_txn *txn);
+
 /* The hook tables (host API: per-transaction coordination). */
 wrk_hooks_t *wrk_pipeline_hooks(void);
 wrk_plugins_t *wrk_pipeline_plugins(void);

@@ -328,6 +328,7 @@ int wrk_plugins_load(wrk_plugins_t *ps, const molt_config_t *cfg, const char *pl
         goto fail;
     }
     ps->ninsts = cfg->nplugins;
+    wrk_host_plugins = ps; /* for api_lookup() from init */
 
     /* Load and check every file before any init runs: a bad file fails the
      * generation without running any plugin code beyond entry points. */
@@ -351,7 +352,8 @@ int wrk_plugins_load(wrk_plugins_t *ps, const molt_config_t *cfg, const char *pl
         struct molt_instance *inst = &ps->insts[i];
         if (inst->dso->desc.flags & MOLT_PLUGIN_SINGLETON) {
             for (size_t j = 0; j < i; j++) {
-                if (ps->insts[j].dso == inst->dso) {
+                /* by plugin name: two copies of one plugin under other file names count */
+                if (strcmp(ps->insts[j].dso->desc.name, inst->dso->desc.name) == 0) {
                     err_set(err, "config", inst, inst->dso->path,
                             "plugin %s is a singleton but instance %s already uses it",
                             inst->dso->desc.name, ps->insts[j].cfg->name);
@@ -425,6 +427,8 @@ void wrk_plugins_unload(wrk_plugins_t *ps)
         for (size_t k = 0; k < ps->insts[i].napis; k++)
             free(ps->insts[i].apis[k].name);
     }
+    if (wrk_host_plugins == ps)
+        wrk_host_plugins = NULL;
     wrk_hooks_free(&ps->hooks);
     free(ps->order);
     for (size_t i = 0; i < ps->ndsos; i++) {
