@@ -19,6 +19,7 @@
 #include "shared/exit.h"
 #include "shared/log.h"
 #include "shared/util.h"
+#include "supervisor/gendir.h"
 #include "supervisor/sup.h"
 
 static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents);
@@ -26,28 +27,73 @@ static void proc_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* ---- generations ------------------------------------------------------------------------ */
 
-sup_gen_t *sup_gen_new(molt_config_t *cfg)
+int sup_gen_new(molt_config_t *cfg, sup_gen_t **out, char *err, size_t errlen)
 {
-    size_t i;
+    sup_gen_t *gen = NULL;
+    size_t i, nfiles = 0;
+    uint64_t nbytes = 0;
+    int rc = 0;
+    *out = NULL;
     for (i = 0; i < SUP_MAX_GENS && S.gens[i]; i++)
         ;
     if (i == SUP_MAX_GENS) {
-        molt_error("cannot create a generation: %d generations are still running", SUP_MAX_GENS);
-        return NULL;
+        rc = -EBUSY;
+        snprintf(err, errlen, "cannot create a generation: %d generations are still running", SUP_MAX_GENS);
+        goto fail;
     }
-    sup_gen_t *gen = calloc(1, sizeof(*gen));
-    if (!gen)
-        return NULL;
+    gen = calloc(1, sizeof(*gen));
+    if (!gen) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "cannot create a generation: out of memory");
+        goto fail;
+    }
     uuid_t u;
     uuid_generate(u);
     uuid_unparse_lower(u, gen->id);
+    /* Prepare: the workers will load these copies and nothing else. */
+    rc = sup_gendir_create(cfg, gen->id, &gen->dir, &nfiles, &nbytes, err, errlen);
+    if (rc < 0)
+        goto fail;
     gen->number = ++S.next_gen;
     gen->cfg = cfg;
     gen->nworkers = cfg->workers;
     gen->created_ms = molt_wall_ms();
     gen->state = SUP_GEN_STARTING;
     S.gens[i] = gen;
-    return gen;
+    molt_info("generation %llu: plugins copied to %s (%zu file%s, %llu bytes)",
+              (unsigned long long)gen->number, gen->dir, nfiles, nfiles == 1 ? "" : "s",
+              (unsigned long long)nbytes);
+    *out = gen;
+    return 0;
+fail:
+    free(gen);
+    return rc;
+}
+
+/*
+ * A generation that never served is of no use to a rollback: its directory
+ * goes now, and nothing else is touched (a failed start keeps what an
+ * earlier run left). A generation that served: keep the newest
+ * keep_generations directories (of the active config, when there is one)
+ * and remove older ones no live generation uses.
+ */
+static void gen_dir_release(sup_gen_t *gen)
+{
+    const char *in_use[SUP_MAX_GENS];
+    size_t n = 0;
+    if (!gen->dir)
+        return;
+    if (!gen->served) {
+        sup_gendir_remove(gen->dir);
+        return;
+    }
+    for (size_t i = 0; i < SUP_MAX_GENS; i++)
+        if (S.gens[i] && S.gens[i] != gen && S.gens[i]->dir)
+            in_use[n++] = S.gens[i]->dir;
+    const molt_config_t *cfg = S.active && S.active != gen ? S.active->cfg : gen->cfg;
+    int rc = sup_gendir_prune(gen->cfg->runtime_dir, cfg->reload.keep_generations, in_use, n);
+    if (rc < 0)
+        molt_warn("pruning generation directories in %s failed: %s", gen->cfg->runtime_dir, strerror(-rc));
 }
 
 void sup_gen_free(sup_gen_t *gen)
@@ -59,6 +105,8 @@ void sup_gen_free(sup_gen_t *gen)
             S.gens[i] = NULL;
     if (S.active == gen)
         S.active = NULL;
+    gen_dir_release(gen);
+    free(gen->dir);
     molt_config_free(gen->cfg);
     json_decref(gen->plugins);
     free(gen);
@@ -132,7 +180,7 @@ static int proc_spawn(sup_proc_t *p)
             .slot = p->slot,
             .gen = gen->number,
             .gen_id = gen->id,
-            .plugin_dir = NULL,
+            .plugin_dir = gen->dir,
         };
         wrk_main(&boot);
     }

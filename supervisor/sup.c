@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +20,7 @@
 #include "shared/exit.h"
 #include "shared/log.h"
 #include "shared/util.h"
+#include "supervisor/gendir.h"
 #include "supervisor/sup.h"
 
 sup_t S;
@@ -44,26 +44,6 @@ const char *sup_wstate_name(sup_wstate_t s)
 const char *sup_gen_state_name(sup_gen_state_t s)
 {
     return s < SUP_GEN_STATE_COUNT ? gen_state_names[s] : "?";
-}
-
-/* mkdir -p with `mode` for the directories it creates. 0 or -errno. */
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-        return -ENAMETOOLONG;
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                return -errno;
-            *p = c;
-            if (c == '\0')
-                break;
-        }
-    }
-    return 0;
 }
 
 static void finish(void)
@@ -114,11 +94,19 @@ void sup_stop(bool fast)
 void sup_on_gen_ready(sup_gen_t *gen)
 {
     gen->state = SUP_GEN_ACTIVE;
+    gen->served = true;
     if (S.state == SUP_BOOTING) {
         S.active = gen;
         S.state = SUP_RUNNING;
         molt_notice("ready: generation %llu (%s) serving with %u worker%s", (unsigned long long)gen->number,
                     gen->id, gen->nworkers, gen->nworkers == 1 ? "" : "s");
+        /* Directories left by earlier runs: only now that this generation
+         * serves, so that a failed start keeps what a rollback could use. */
+        const char *in_use[] = {gen->dir};
+        int rc = sup_gendir_prune(gen->cfg->runtime_dir, gen->cfg->reload.keep_generations, in_use, 1);
+        if (rc < 0)
+            molt_warn("pruning generation directories in %s failed: %s", gen->cfg->runtime_dir,
+                      strerror(-rc));
     }
 }
 
@@ -197,9 +185,9 @@ int sup_run(const char *config_path)
     molt_log_set_level((molt_log_level_t)cfg->log_level);
     molt_notice("moltd %s starting (pid %d, config %s)", MOLT_VERSION, (int)getpid(), cfg->path);
 
-    int rc = mkdir_p(cfg->runtime_dir, 0700);
-    if (rc < 0) {
-        molt_crit("cannot start: creating runtime_dir %s failed: %s", cfg->runtime_dir, strerror(-rc));
+    /* Before the control socket, which lives there by default. */
+    if (sup_gendir_check_runtime(cfg->runtime_dir, true, err, sizeof(err)) < 0) {
+        molt_crit("cannot start: %s: %s", cfg->path, err);
         molt_config_free(cfg);
         return MOLT_EXIT_FAILURE;
     }
@@ -225,8 +213,9 @@ int sup_run(const char *config_path)
 
     S.state = SUP_BOOTING;
     S.exit_code = MOLT_EXIT_OK;
-    sup_gen_t *gen = sup_gen_new(cfg);
-    if (!gen) {
+    sup_gen_t *gen = NULL;
+    if (sup_gen_new(cfg, &gen, err, sizeof(err)) < 0) {
+        molt_crit("cannot start: %s: %s", cfg->path, err);
         molt_config_free(cfg);
         S.exit_code = MOLT_EXIT_FAILURE;
         goto out;
@@ -253,7 +242,8 @@ out:
 /*
  * moltd -t: validate the config, then load and initialise every plugin in a
  * throwaway worker (the supervisor itself never dlopens a plugin) and report.
- * Binds nothing, writes nothing. 0 if good, 1 with the reason otherwise.
+ * Binds nothing, writes nothing, creates not even runtime_dir. 0 if good, 1
+ * with the reason otherwise.
  */
 int sup_check(const char *config_path)
 {
@@ -266,6 +256,13 @@ int sup_check(const char *config_path)
         return MOLT_EXIT_FAILURE;
     }
     int rc = MOLT_EXIT_FAILURE;
+    /* What a start would refuse before forking anything: runtime_dir, file
+     * types, modes, owners, sha256 pins. Nothing is created. */
+    if (sup_gendir_check(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "moltd: %s: %s\n", cfg->path, err);
+        fprintf(stderr, "moltd: configuration %s test failed\n", config_path);
+        goto out;
+    }
     int sv[2];
     if (molt_chan_pair(sv) < 0) {
         fprintf(stderr, "moltd: socketpair() failed: %s\n", strerror(errno));

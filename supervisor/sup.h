@@ -35,6 +35,8 @@ typedef struct sup_gen {
     uint64_t number;       /* 1, 2, ... in this supervisor's life */
     char id[37];           /* UUID */
     molt_config_t *cfg;    /* owned */
+    char *dir;             /* runtime_dir/gen-<id>: the copies its workers load (owned) */
+    bool served;           /* became active once: its directory is worth keeping */
     sup_gen_state_t state;
     unsigned nworkers;
     unsigned nready;       /* workers that said READY at least once */
@@ -120,7 +122,12 @@ const char *sup_wstate_name(sup_wstate_t s);
 const char *sup_gen_state_name(sup_gen_state_t s);
 
 /* proc.c: the process table */
-sup_gen_t *sup_gen_new(molt_config_t *cfg);
+/* Checks the plugin files of cfg and copies them into a new generation
+ * directory (supervisor/gendir.h), then registers the generation; takes cfg
+ * on success only. 0, or -errno with the reason in err. */
+int sup_gen_new(molt_config_t *cfg, sup_gen_t **out, char *err, size_t errlen);
+/* Forgets a generation; its directory goes unless it served and is among the
+ * newest keep_generations. Accepts NULL. */
 void sup_gen_free(sup_gen_t *gen);
 int sup_gen_spawn(sup_gen_t *gen);
 void sup_gen_stop(sup_gen_t *gen, bool graceful);

@@ -113,6 +113,13 @@ void h_write_file(const char *path, const void *data, size_t len, mode_t mode)
     H_CHECK(chmod(path, mode) == 0, "chmod(%s): %s", path, strerror(errno));
 }
 
+char *h_read_file(const char *path, size_t *len)
+{
+    char *text = read_file(path, len);
+    H_CHECK(text != NULL, "out of memory reading %s", path);
+    return text;
+}
+
 bool h_file_exists(const char *path)
 {
     struct stat st;

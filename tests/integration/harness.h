@@ -215,5 +215,8 @@ void h_resp_free(h_resp_t *r);
 
 void h_write_file(const char *path, const void *data, size_t len, mode_t mode);
 bool h_file_exists(const char *path);
+/* A whole file (also /proc files), NUL-terminated, malloc'd; "" if it cannot
+ * be read; *len (may be NULL) gets its length. */
+char *h_read_file(const char *path, size_t *len);
 
 #endif

@@ -3,17 +3,21 @@
  * real hello plugin and the test plugins (tests/plugins) on loopback, driven
  * by real clients (curl, wrk, raw sockets) and by the control socket.
  *
- * One source, four executables (integ_serve, integ_ops, integ_startup,
- * integ_lifecycle; MOLT_IT_SUITE picks the suite) so that CTest can run the
- * themes in parallel. Every test starts its own moltd on its own ports in its
+ * One source, five executables (integ_serve, integ_ops, integ_startup,
+ * integ_lifecycle, integ_gendir; MOLT_IT_SUITE picks the suite) so that CTest
+ * can run the themes in parallel. Every test starts its own moltd on its own ports in its
  * own temp dir, and leaves no process and no file behind (harness.h).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1030,6 +1034,317 @@ START_TEST(test_supervisor_killed)
 }
 END_TEST
 
+/* =============================================================================================
+ * gendir: generations on disk (runtime_dir/gen-<uuid>, checked copies of the plugins)
+ * ============================================================================================= */
+
+#define SHA256_ZERO "0000000000000000000000000000000000000000000000000000000000000000"
+
+/* How many gen-* entries h's runtime_dir holds; their names into names[] (up to max; names may be NULL). */
+static size_t gen_dirs(const h_molt_t *h, char (*names)[64], size_t max)
+{
+    size_t n = 0;
+    DIR *d = opendir(h->runtime_dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "gen-", 4) != 0)
+            continue;
+        if (names && n < max && strlen(e->d_name) < 64)
+            memcpy(names[n], e->d_name, strlen(e->d_name) + 1);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static bool has_gen(const h_molt_t *h, const char *id)
+{
+    char p[PATH_MAX + 128];
+    snprintf(p, sizeof(p), "%s/gen-%s", h->runtime_dir, id);
+    return h_file_exists(p);
+}
+
+static void active_gen_id(h_molt_t *h, char *id, size_t len)
+{
+    json_t *st = h_status(h);
+    H_CHECK(st != NULL, "no status from moltd");
+    const char *s = json_string_value(json_object_get(json_object_get(st, "generation"), "id"));
+    snprintf(id, len, "%s", s ? s : "");
+    json_decref(st);
+    H_CHECK(id[0] != '\0', "status shows no active generation id");
+}
+
+static void stop_ok(h_molt_t *h)
+{
+    h_cmd_t r;
+    int code = h_run(&r, 20000, H_MOLTCTL, "-s", h->sock_path, "stop", NULL);
+    if (code != 0)
+        fprintf(stderr, "moltctl stop printed: %s%s", r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(code == 0, "moltctl stop exited with %d", code);
+    H_CHECK(h_wait_exit(h, 10000), "moltd still runs 10 s after moltctl stop");
+    H_CHECK(h_exit_code(h) == 0, "moltd ended with wait status 0x%x after moltctl stop",
+            (unsigned)h->wstatus);
+}
+
+/* Instance "hello" uses a copy of the built hello.so at h->dir/plugins/hello.so with `mode`. */
+static void own_hello(h_molt_t *h, mode_t mode, char *path, size_t len)
+{
+    char dir[sizeof(h->dir) + 16];
+    size_t n = 0;
+    snprintf(dir, sizeof(dir), "%s/plugins", h->dir);
+    H_CHECK(mkdir(dir, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", dir, strerror(errno));
+    snprintf(path, len, "%s/hello.so", dir);
+    char *so = h_read_file(MOLT_PLUGIN_DIR "/hello.so", &n);
+    if (n > 0)
+        h_write_file(path, so, n, mode);
+    free(so);
+    H_CHECK(n > 0, "cannot read %s", MOLT_PLUGIN_DIR "/hello.so");
+    json_object_set_new(json_array_get(json_object_get(h->cfg, "plugins"), 0), "file", json_string(path));
+}
+
+/*
+ * moltd refuses to start: exit code 1 within 10 s, the supervisor's
+ * "cannot start:" line names every needle, and nothing is left running. With
+ * no_workers, the refusal came before any worker was forked.
+ */
+static void check_refuses_start(h_molt_t *h, const char *const *needles, bool no_workers, const char *what)
+{
+    h_start(h);
+    H_CHECK(h_wait_exit(h, 10000), "moltd with %s still runs after 10 s", what);
+    H_CHECK(h_exit_code(h) == 1, "moltd with %s: wait status 0x%x, expected exit code 1", what,
+            (unsigned)h->wstatus);
+    char sup[32];
+    snprintf(sup, sizeof(sup), "sup[%d]", (int)h->pid);
+    char *line = h_log_line(h, (const char *const[]){sup, "cannot start:", NULL});
+    H_CHECK(line != NULL, "moltd with %s: no 'cannot start:' line from the supervisor", what);
+    const char *missing = NULL;
+    for (size_t i = 0; needles[i] && !missing; i++)
+        if (!strstr(line, needles[i]))
+            missing = needles[i];
+    if (missing)
+        fprintf(stderr, "the supervisor said: %s\n", line);
+    free(line);
+    H_CHECK(!missing, "moltd with %s: the 'cannot start' line does not mention '%s'", what, missing);
+    if (no_workers) {
+        line = h_log_line(h, (const char *const[]){sup, "started, pid", NULL});
+        free(line);
+        H_CHECK(line == NULL, "moltd with %s forked a worker before refusing", what);
+    }
+    check_no_group_procs("after moltd refused to start");
+    H_CHECK(!h_file_exists(h->sock_path), "moltd left its control socket %s behind", h->sock_path);
+}
+
+static void check_same_file(const char *copy, const char *orig)
+{
+    size_t na = 0, nb = 0;
+    char *a = h_read_file(copy, &na), *b = h_read_file(orig, &nb);
+    bool same = na > 0 && na == nb && memcmp(a, b, na) == 0;
+    free(a);
+    free(b);
+    H_CHECK(same, "%s (%zu bytes) is not a copy of %s (%zu bytes)", copy, na, orig, nb);
+}
+
+/* One gen-<uuid> (0700) named after the active generation, a 0500 copy of
+ * each plugin file in it, and workers that map the copies, not the originals. */
+START_TEST(test_gendir_layout)
+{
+    h_molt_t *h = h_new();
+    h_add_echo(h);
+    h_start_ready(h);
+    char id[64], names[4][64];
+    active_gen_id(h, id, sizeof(id));
+    size_t n = gen_dirs(h, names, 4);
+    H_CHECK(n == 1, "runtime_dir %s holds %zu gen-* entries, expected 1", h->runtime_dir, n);
+    char want[80];
+    snprintf(want, sizeof(want), "gen-%s", id);
+    H_CHECK(strcmp(names[0], want) == 0, "the generation directory is %s, expected %s", names[0], want);
+    char dir[PATH_MAX + 80];
+    snprintf(dir, sizeof(dir), "%s/%s", h->runtime_dir, names[0]);
+    struct stat st;
+    H_CHECK(lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700,
+            "%s: mode 0%o, expected a directory with mode 0700", dir, (unsigned)st.st_mode);
+
+    static const char *const files[][2] = {{"hello.so", MOLT_PLUGIN_DIR "/hello.so"},
+                                           {"tp_echo.so", MOLT_TEST_PLUGIN_DIR "/tp_echo.so"}};
+    char copies[2][PATH_MAX], origs[2][PATH_MAX];
+    for (size_t i = 0; i < 2; i++) {
+        char copy[PATH_MAX + 160];
+        snprintf(copy, sizeof(copy), "%s/%s", dir, files[i][0]);
+        H_CHECK(lstat(copy, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 07777) == 0500,
+                "%s: mode 0%o, expected a regular file with mode 0500", copy, (unsigned)st.st_mode);
+        check_same_file(copy, files[i][1]);
+        H_CHECK(realpath(copy, copies[i]) && realpath(files[i][1], origs[i]), "realpath: %s",
+                strerror(errno));
+    }
+    DIR *d = opendir(dir);
+    H_CHECK(d != NULL, "opendir(%s): %s", dir, strerror(errno));
+    size_t count = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        count += e->d_name[0] != '.';
+    closedir(d);
+    H_CHECK(count == 2, "%s holds %zu entries, expected the 2 plugin files", dir, count);
+    char *line = h_log_line(h, (const char *const[]){"plugins copied to", dir, "(2 files,", NULL});
+    H_CHECK(line != NULL, "the log has no 'plugins copied to %s (2 files, ...)' line", dir);
+    free(line);
+
+    pid_t pids[8];
+    status_pids(h, pids, 8, 2);
+    for (size_t w = 0; w < 2; w++) {
+        char maps_path[64];
+        snprintf(maps_path, sizeof(maps_path), "/proc/%d/maps", (int)pids[w]);
+        char *maps = h_read_file(maps_path, NULL);
+        const char *missing = NULL, *orig = NULL;
+        for (size_t i = 0; i < 2; i++) {
+            if (!strstr(maps, copies[i]))
+                missing = copies[i];
+            if (strstr(maps, origs[i]))
+                orig = origs[i];
+        }
+        free(maps);
+        H_CHECK(!missing, "worker %d does not map %s", (int)pids[w], missing);
+        H_CHECK(!orig, "worker %d maps the original %s, not its generation's copy", (int)pids[w], orig);
+    }
+    curl_hello(h, "served from the generation's copies");
+}
+END_TEST
+
+START_TEST(test_gendir_refuse_mode)
+{
+    h_molt_t *h = h_new();
+    char path[PATH_MAX];
+    own_hello(h, 0666, path, sizeof(path));
+    const char *const needles[] = {"plugins[0].file", path, "is writable by group or others (mode 0666)",
+                                   "refusing to load it", NULL};
+    check_fails(h, needles, "a world-writable plugin file");
+    H_CHECK(!h_file_exists(h->runtime_dir), "moltd -t created the runtime_dir %s", h->runtime_dir);
+    check_refuses_start(h, needles, true, "a world-writable plugin file");
+    H_CHECK(gen_dirs(h, NULL, 0) == 0, "a refused start left a generation directory in %s", h->runtime_dir);
+}
+END_TEST
+
+START_TEST(test_gendir_sha256_pin)
+{
+    h_molt_t *h = h_new();
+    h_cmd_t r;
+    int code = h_run(&r, 10000, "sha256sum", MOLT_PLUGIN_DIR "/hello.so", NULL);
+    char actual[65] = "";
+    if (code == 0 && strlen(r.out) >= 64)
+        snprintf(actual, sizeof(actual), "%.64s", r.out);
+    h_cmd_free(&r);
+    H_CHECK(strlen(actual) == 64, "sha256sum %s exited with %d", MOLT_PLUGIN_DIR "/hello.so", code);
+
+    json_t *hello = json_array_get(json_object_get(h->cfg, "plugins"), 0);
+    json_object_set_new(hello, "sha256", json_string(SHA256_ZERO));
+    char has[128];
+    snprintf(has, sizeof(has), "has sha256 %s", actual);
+    const char *const needles[] = {"plugins[0].sha256", "hello.so", has, "the config pins " SHA256_ZERO,
+                                   NULL};
+    check_fails(h, needles, "a sha256 pin that does not match");
+    check_refuses_start(h, needles, true, "a sha256 pin that does not match");
+    H_CHECK(gen_dirs(h, NULL, 0) == 0, "a refused start left a generation directory in %s", h->runtime_dir);
+
+    /* The right pin: moltd -t agrees, and moltd starts and serves. */
+    json_object_set_new(hello, "sha256", json_string(actual));
+    h_write_config(h);
+    code = h_run(&r, 20000, H_MOLTD, "-c", h->config_path, "-t", NULL);
+    if (code != 0)
+        fprintf(stderr, "moltd -t: %s%s", r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(code == 0, "moltd -t with the right sha256 pin exited with %d", code);
+    h_start_ready(h);
+    curl_hello(h, "with a matching sha256 pin");
+}
+END_TEST
+
+/*
+ * Which directories stay: after each run the newest keep_generations (the
+ * last run's included); a failed start neither adds one nor prunes any; with
+ * keep_generations 1 the leftovers go as soon as the new generation serves.
+ */
+START_TEST(test_gendir_keep)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "workers", json_integer(1));
+    h_cfg_set(h, "reload.keep_generations", json_integer(2));
+    char ids[4][64];
+    for (int run = 0; run < 3; run++) {
+        h_start_ready(h);
+        active_gen_id(h, ids[run], sizeof(ids[run]));
+        size_t want = run < 2 ? (size_t)run + 1 : 2, n = gen_dirs(h, NULL, 0);
+        H_CHECK(n == want && has_gen(h, ids[run]),
+                "run %d (keep_generations 2): %zu generation directories while serving, expected %zu with "
+                "gen-%s among them",
+                run + 1, n, want, ids[run]);
+        stop_ok(h);
+        n = gen_dirs(h, NULL, 0);
+        H_CHECK(n == want && has_gen(h, ids[run]),
+                "run %d (keep_generations 2): %zu generation directories after the stop, expected %zu with "
+                "gen-%s among them",
+                run + 1, n, want, ids[run]);
+    }
+    H_CHECK(!has_gen(h, ids[0]) && has_gen(h, ids[1]) && has_gen(h, ids[2]),
+            "after 3 runs with keep_generations 2 the first run's directory should be the one gone");
+
+    /* Refused before any copy, then failed after the copy (init): the
+     * directories on disk stay exactly as they were. */
+    char path[PATH_MAX];
+    json_t *plugins = json_object_get(h->cfg, "plugins");
+    own_hello(h, 0664, path, sizeof(path));
+    check_refuses_start(h, (const char *const[]){path, "writable by group or others", NULL}, true,
+                        "a group-writable plugin file");
+    json_object_set_new(json_array_get(plugins, 0), "file", json_string("hello.so"));
+    h_add_plugin(h, "db", "tp_fail_init.so", NULL);
+    check_refuses_start(h, (const char *const[]){"plugin db ", "init failed", NULL}, false,
+                        "a plugin whose init fails");
+    json_array_remove(plugins, 1);
+    size_t n = gen_dirs(h, NULL, 0);
+    H_CHECK(n == 2 && has_gen(h, ids[1]) && has_gen(h, ids[2]),
+            "failed starts changed the generation directories: %zu now, expected gen-%s and gen-%s", n,
+            ids[1], ids[2]);
+
+    h_cfg_set(h, "reload.keep_generations", json_integer(1));
+    h_start_ready(h);
+    active_gen_id(h, ids[3], sizeof(ids[3]));
+    n = gen_dirs(h, NULL, 0);
+    H_CHECK(n == 1 && has_gen(h, ids[3]),
+            "keep_generations 1: %zu generation directories while serving, expected only gen-%s", n, ids[3]);
+    stop_ok(h);
+    n = gen_dirs(h, NULL, 0);
+    H_CHECK(n == 1 && has_gen(h, ids[3]),
+            "keep_generations 1: %zu generation directories after moltctl stop, expected only gen-%s", n,
+            ids[3]);
+}
+END_TEST
+
+/* A runtime_dir on a noexec mount: a tmpfs mounted in this test's own mount
+ * namespace (Check forks each test), which moltd inherits. */
+START_TEST(test_gendir_noexec)
+{
+    h_molt_t *h = h_new();
+    char mnt[PATH_MAX], rt[PATH_MAX + 8];
+    snprintf(mnt, sizeof(mnt), "%s/noexec", h->dir);
+    H_CHECK(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("tmpfs", mnt, "tmpfs", MS_NOEXEC | MS_NOSUID | MS_NODEV, "mode=0700") < 0) {
+        printf("test_gendir_noexec: skipped: cannot mount a noexec tmpfs in a private mount namespace: %s\n",
+               strerror(errno));
+        return;
+    }
+    snprintf(rt, sizeof(rt), "%s/run", mnt);
+    h_cfg_set(h, "runtime_dir", json_string(rt));
+    char what[PATH_MAX + 64];
+    snprintf(what, sizeof(what), "runtime_dir %s is on a noexec mount", rt);
+    const char *const needles[] = {what, "could not be loaded", NULL};
+    check_fails(h, needles, "runtime_dir on a noexec mount");
+    H_CHECK(!h_file_exists(rt), "moltd -t created the runtime_dir %s", rt);
+    check_refuses_start(h, needles, true, "runtime_dir on a noexec mount");
+    umount2(mnt, MNT_DETACH);
+}
+END_TEST
+
 /* ---- suites -------------------------------------------------------------------------------- */
 
 static TCase *tcase(const char *name, int timeout)
@@ -1108,16 +1423,31 @@ static Suite *lifecycle_suite(void)
     return s;
 }
 
+static Suite *gendir_suite(void)
+{
+    Suite *s = suite_create("integ_gendir");
+    TCase *tc = tcase("layout", 60);
+    tcase_add_test(tc, test_gendir_layout);
+    tcase_add_test(tc, test_gendir_noexec);
+    suite_add_tcase(s, tc);
+    tc = tcase("refuse", 60);
+    tcase_add_test(tc, test_gendir_refuse_mode);
+    tcase_add_test(tc, test_gendir_sha256_pin);
+    suite_add_tcase(s, tc);
+    tc = tcase("keep", 120);
+    tcase_add_test(tc, test_gendir_keep);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     static const struct {
         const char *name;
         Suite *(*make)(void);
     } suites[] = {
-        {"serve", serve_suite},
-        {"ops", ops_suite},
-        {"startup", startup_suite},
-        {"lifecycle", lifecycle_suite},
+        {"serve", serve_suite},         {"ops", ops_suite},       {"startup", startup_suite},
+        {"lifecycle", lifecycle_suite}, {"gendir", gendir_suite},
     };
     SRunner *sr = srunner_create(NULL);
     for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
