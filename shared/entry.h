@@ -37,4 +37,17 @@ typedef struct molt_worker_boot {
 /* Runs a worker; never returns (exits with a code from shared/exit.h). */
 __attribute__((noreturn)) void wrk_main(const molt_worker_boot_t *boot);
 
+/*
+ * moltd --check-plugin FILE: runs in a throwaway child that the supervisor
+ * forks (the supervisor itself never dlopens a plugin). dlopens FILE, calls
+ * its entry point and checks the descriptor as a worker would, without
+ * calling init; prints what the plugin declares on stdout and exits
+ * MOLT_EXIT_OK, or prints why it is refused on stderr and exits
+ * MOLT_EXIT_FAILURE. Before each step that runs plugin code it writes one
+ * line naming the step ("while calling molt_plugin_entry()\n") to
+ * progress_fd, so that the parent can say where the child died if it
+ * crashes or hangs.
+ */
+__attribute__((noreturn)) void wrk_check_plugin(const char *path, int progress_fd);
+
 #endif

@@ -1,0 +1,412 @@
+/*
+ * Integration theme "sdk": what a plugin author does, for real.
+ *
+ * - `cmake --install` of this build into a temp prefix; the out-of-tree
+ *   example project tests/sdk (a Makefile and ping.c) is copied out of the
+ *   source tree and built with make against the installed header only,
+ *   found through `pkg-config --cflags molt-plugin` with PKG_CONFIG_PATH
+ *   pointing into the prefix (wherever the install put molt-plugin.pc:
+ *   lib/, lib64/ or a multiarch lib/<triplet>/); `make install` puts ping.so
+ *   into `pkg-config --variable=plugindir molt-plugin`; the installed moltd
+ *   checks it (--check-plugin, -t) and a moltd serves it to curl.
+ * - `moltd --check-plugin` on good and broken files: wrong ABI, no entry
+ *   symbol, bad descriptors, constructors that crash, hang or exit, an entry
+ *   point that crashes, a text file.
+ *
+ * Built from its own source (not test_moltd.c) as test_integ_sdk.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <check.h>
+#include <jansson.h>
+
+#include "tests/integration/harness.h"
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static void check_no_group_procs(const char *when)
+{
+    pid_t left[16];
+    size_t n = h_group_procs(left, 16);
+    H_CHECK(n == 0, "%s: %zu process(es) still running, the first pid %d", when, n, (int)(n ? left[0] : 0));
+}
+
+/* h_run() checks only the build tree's binaries for sanitizer reports; the
+ * installed moltd is the same program. */
+static void check_no_sanitizer(const h_cmd_t *r, const char *what)
+{
+    bool bad = strstr(r->err, "Sanitizer") || strstr(r->err, "runtime error:");
+    if (bad)
+        fprintf(stderr, "---- %s ----\n%s\n", what, r->err);
+    H_CHECK(!bad, "%s reported a sanitizer error (see stderr)", what);
+}
+
+/* Runs a command; on a non-zero exit prints its output and fails the test. */
+static void run_ok(int timeout_ms, const char *what, const char *const *argv)
+{
+    h_cmd_t r;
+    int code = h_runv(&r, timeout_ms, argv);
+    if (code != 0)
+        fprintf(stderr, "---- %s exited with %d ----\n%s%s\n", what, code, r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(code == 0, "%s exited with %d (output above)", what, code);
+}
+
+/* The first line of a command's stdout (malloc'd); fails the test if it fails. */
+static char *run_line(const char *what, const char *const *argv)
+{
+    h_cmd_t r;
+    int code = h_runv(&r, 20000, argv);
+    if (code != 0)
+        fprintf(stderr, "---- %s exited with %d ----\n%s%s\n", what, code, r.out, r.err);
+    char *line = strndup(r.out, strcspn(r.out, "\n"));
+    h_cmd_free(&r);
+    H_CHECK(code == 0 && line, "%s exited with %d (output above)", what, code);
+    return line;
+}
+
+/* The canonical form of an existing path, for comparing what pkg-config says
+ * (relative to the .pc file) with where the install put things. */
+static void canon(const char *path, char *out, const char *what)
+{
+    H_CHECK(realpath(path, out) != NULL, "%s: %s does not exist: %s", what, path, strerror(errno));
+}
+
+static char pc_found[PATH_MAX];
+
+static int find_pc(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)ftw;
+    const char *base = strrchr(path, '/');
+    if (flag == FTW_F && base && strcmp(base + 1, "molt-plugin.pc") == 0) {
+        snprintf(pc_found, sizeof(pc_found), "%s", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* Installs this build into dir/prefix; returns the directory that holds
+ * molt-plugin.pc, wherever GNUInstallDirs put it. */
+static void install_into(h_molt_t *h, char *prefix, size_t plen, char *pcdir, size_t pclen)
+{
+    snprintf(prefix, plen, "%s/prefix", h->dir);
+    /* DESTDIR would send the files elsewhere. */
+    run_ok(60000, "cmake --install",
+           (const char *const[]){"env", "-u", "DESTDIR", MOLT_CMAKE, "--install", MOLT_BUILD_DIR, "--prefix",
+                                 prefix, NULL});
+    const char *files[] = {"sbin/moltd", "sbin/moltctl", "include/molt/plugin.h"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char p[PATH_MAX + 64];
+        snprintf(p, sizeof(p), "%s/%s", prefix, files[i]);
+        H_CHECK(h_file_exists(p), "cmake --install did not install %s", p);
+    }
+    pc_found[0] = '\0';
+    nftw(prefix, find_pc, 16, FTW_PHYS);
+    H_CHECK(pc_found[0], "cmake --install put no molt-plugin.pc under %s", prefix);
+    snprintf(pcdir, pclen, "%.*s", (int)(strrchr(pc_found, '/') - pc_found), pc_found);
+}
+
+/* ---- cmake --install, an out-of-tree plugin, moltd serving it ------------------------------- */
+
+START_TEST(test_install_build_serve)
+{
+    h_molt_t *h = h_new();
+    char prefix[PATH_MAX], pcdir[PATH_MAX], inc[PATH_MAX + 16], want[PATH_MAX], got[PATH_MAX];
+    install_into(h, prefix, sizeof(prefix), pcdir, sizeof(pcdir));
+
+    /* What pkg-config tells an author. Run through env so that nothing of
+     * the caller's pkg-config setup gets in the way. */
+    char pcpath[PATH_MAX + 32];
+    snprintf(pcpath, sizeof(pcpath), "PKG_CONFIG_PATH=%s", pcdir);
+#define PKG(...)                                                                                             \
+    (const char *const[])                                                                                    \
+    {                                                                                                        \
+        "env", "-u", "PKG_CONFIG_SYSROOT_DIR", "-u", "MAKEFLAGS", "-u", "MFLAGS", "-u", "MAKELEVEL", pcpath, \
+            __VA_ARGS__, NULL                                                                                \
+    }
+    char *cflags = run_line("pkg-config --cflags molt-plugin", PKG("pkg-config", "--cflags", "molt-plugin"));
+    char *version =
+        run_line("pkg-config --modversion molt-plugin", PKG("pkg-config", "--modversion", "molt-plugin"));
+    char *plugindir = run_line("pkg-config --variable=plugindir molt-plugin",
+                               PKG("pkg-config", "--variable=plugindir", "molt-plugin"));
+    char *libs = run_line("pkg-config --libs molt-plugin", PKG("pkg-config", "--libs", "molt-plugin"));
+    bool version_ok = strcmp(version, MOLT_VERSION) == 0;
+    bool libs_empty = libs[strspn(libs, " ")] == '\0';
+    bool is_i = strncmp(cflags, "-I", 2) == 0;
+    char incdir[PATH_MAX];
+    snprintf(incdir, sizeof(incdir), "%.*s", (int)strcspn(cflags + (is_i ? 2 : 0), " "),
+             cflags + (is_i ? 2 : 0));
+    free(version);
+    free(libs);
+    free(cflags);
+    H_CHECK(version_ok, "pkg-config --modversion molt-plugin is not %s", MOLT_VERSION);
+    H_CHECK(libs_empty, "pkg-config --libs molt-plugin is not empty: plugins link against nothing of molt's");
+    H_CHECK(is_i, "pkg-config --cflags molt-plugin does not start with -I");
+    snprintf(inc, sizeof(inc), "%s/include", prefix);
+    canon(inc, want, "the installed include dir");
+    canon(incdir, got, "pkg-config's include dir");
+    H_CHECK(strcmp(want, got) == 0, "pkg-config --cflags points at %s, the header is in %s", got, want);
+    canon(plugindir, got, "pkg-config's plugindir");
+    char hello[PATH_MAX + 16];
+    snprintf(hello, sizeof(hello), "%s/hello.so", got);
+    H_CHECK(h_file_exists(hello), "the example plugin hello.so is not installed in plugindir %s", got);
+
+    /* The example project, copied out of the source tree, built and
+     * installed with make against the installed SDK only. */
+    char src[PATH_MAX];
+    snprintf(src, sizeof(src), "%s/ping-src", h->dir);
+    run_ok(20000, "cp", (const char *const[]){"cp", "-R", MOLT_SOURCE_DIR "/tests/sdk", src, NULL});
+    run_ok(
+        60000, "make (tests/sdk)",
+        PKG("make", "-B", "-C", src, "CFLAGS=-O2 -g -Wall -Wextra -Wpedantic -Werror -Wstrict-prototypes"));
+    run_ok(20000, "make install (tests/sdk)", PKG("make", "-C", src, "install"));
+    char ping[PATH_MAX + 16];
+    snprintf(ping, sizeof(ping), "%s/ping.so", got);
+    H_CHECK(h_file_exists(ping), "make install did not put ping.so into plugindir %s", got);
+
+    /* The installed moltd checks the new plugin. */
+    char moltd[PATH_MAX + 16];
+    snprintf(moltd, sizeof(moltd), "%s/sbin/moltd", prefix);
+    h_cmd_t r;
+    int code = h_run(&r, 20000, moltd, "--check-plugin", ping, NULL);
+    check_no_sanitizer(&r, "the installed moltd --check-plugin");
+    const char *needles[] = {"ping",
+                             "0.1.0",
+                             "ABI 1.0",
+                             "request handler: yes",
+                             "request_headers",
+                             "\"seen\"",
+                             "response_headers",
+                             "100",
+                             "\"mark\"",
+                             "txn_ctx_size:    4 bytes",
+                             NULL};
+    const char *missing = NULL;
+    for (size_t i = 0; needles[i] && !missing; i++)
+        if (!strstr(r.out, needles[i]))
+            missing = needles[i];
+    if (code != 0 || missing)
+        fprintf(stderr, "moltd --check-plugin %s exited with %d:\n%s%s", ping, code, r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(code == 0, "the installed moltd --check-plugin ping.so exited with %d", code);
+    H_CHECK(!missing, "moltd --check-plugin ping.so does not say '%s'", missing);
+
+    /* A config that loads plugins from the install only: hello (installed
+     * example) on "/", ping on "/ping". */
+    json_object_set_new(h->cfg, "plugin_path", json_pack("[s]", plugindir));
+    h_add_plugin(h, "ping", "ping.so", NULL);
+    h_add_route(h, "/ping", "ping");
+    h_write_config(h);
+    code = h_run(&r, 20000, moltd, "-c", h->config_path, "-t", NULL);
+    check_no_sanitizer(&r, "the installed moltd -t");
+    if (code != 0)
+        fprintf(stderr, "moltd -t exited with %d:\n%s%s", code, r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(code == 0, "the installed moltd -t with ping.so exited with %d", code);
+    free(plugindir);
+
+    h_start_ready(h);
+    char u[128];
+    h_resp_t resp;
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/ping", h->port);
+    int rc = h_curl(h, &resp, u, NULL);
+    H_CHECK(rc == 0, "curl %s exited with %d", u, rc);
+    const char *seen = h_resp_header(&resp, "X-Ping-Seen");
+    bool ok = resp.status == 200 && resp.body_len > 5 && strncmp(resp.body, "pong ", 5) == 0 && seen &&
+              strcmp(seen, "ping") == 0;
+    if (!ok)
+        fprintf(stderr, "GET /ping: status %d, X-Ping-Seen %s, body '%s'\n", resp.status,
+                seen ? seen : "(none)", resp.body);
+    h_resp_free(&resp);
+    H_CHECK(ok, "GET /ping: expected 200 \"pong N\" with X-Ping-Seen: ping (see stderr)");
+
+    /* ping's hooks run for hello's responses too. */
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/", h->port);
+    rc = h_curl(h, &resp, u, NULL);
+    H_CHECK(rc == 0, "curl %s exited with %d", u, rc);
+    seen = h_resp_header(&resp, "X-Ping-Seen");
+    ok = resp.status == 200 && resp.body_len == strlen(H_HELLO_BODY) &&
+         memcmp(resp.body, H_HELLO_BODY, resp.body_len) == 0 && seen && strcmp(seen, "ping") == 0;
+    if (!ok)
+        fprintf(stderr, "GET /: status %d, X-Ping-Seen %s, body '%s'\n", resp.status, seen ? seen : "(none)",
+                resp.body);
+    h_resp_free(&resp);
+    H_CHECK(ok, "GET /: expected hello's body with X-Ping-Seen: ping (see stderr)");
+#undef PKG
+}
+END_TEST
+
+/* ---- moltd --check-plugin ------------------------------------------------------------------ */
+
+static void check_output_has(const h_cmd_t *r, const char *const *needles, const char *what)
+{
+    for (size_t i = 0; needles[i]; i++) {
+        if (!strstr(r->out, needles[i]) && !strstr(r->err, needles[i])) {
+            fprintf(stderr, "---- %s exited with %d ----\n%s%s\n", what, r->code, r->out, r->err);
+            H_FAIL("%s does not say '%s' (output above)", what, needles[i]);
+        }
+    }
+}
+
+START_TEST(test_check_plugin_hello)
+{
+    h_cmd_t r;
+    int code = h_run(&r, 20000, H_MOLTD, "--check-plugin", MOLT_PLUGIN_DIR "/hello.so", NULL);
+    check_output_has(&r,
+                     (const char *const[]){"hello", "1.0.0", "ABI 1.0", "request handler: yes",
+                                           "hooks:", "none", "init:", "not called", NULL},
+                     "moltd --check-plugin hello.so");
+    bool quiet = r.err[0] == '\0';
+    if (code != 0 || !quiet)
+        fprintf(stderr, "moltd --check-plugin hello.so exited with %d:\n%s%s", code, r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(code == 0, "moltd --check-plugin hello.so exited with %d, expected 0", code);
+    H_CHECK(quiet, "moltd --check-plugin hello.so wrote to stderr");
+
+    /* A bare file name is the file in the current directory, not a search of
+     * the library path. */
+    code = h_run(&r, 20000, "sh", "-c", "cd \"$1\" && exec \"$2\" --check-plugin hello.so", "sh",
+                 MOLT_PLUGIN_DIR, H_MOLTD, NULL);
+    check_no_sanitizer(&r, "moltd --check-plugin hello.so (in its directory)");
+    check_output_has(&r, (const char *const[]){"file:", MOLT_PLUGIN_DIR "/hello.so", NULL},
+                     "moltd --check-plugin hello.so (in its directory)");
+    h_cmd_free(&r);
+    H_CHECK(code == 0, "moltd --check-plugin hello.so in its directory exited with %d", code);
+
+    /* --check-plugin is a mode of its own. */
+    code = h_run(&r, 20000, H_MOLTD, "--check-plugin", MOLT_PLUGIN_DIR "/hello.so", "-c", "/dev/null", NULL);
+    bool usage = strstr(r.err, "usage:") != NULL;
+    h_cmd_free(&r);
+    H_CHECK(code == 1 && usage, "moltd --check-plugin with -c exited with %d%s", code,
+            usage ? "" : " without a usage message");
+    check_no_group_procs("after moltd --check-plugin");
+}
+END_TEST
+
+typedef struct bad_plugin {
+    const char *file;       /* in MOLT_TEST_PLUGIN_DIR, or written to the test's dir */
+    const char *source;     /* C source compiled into `file`; NULL: not compiled */
+    const char *text;       /* or: written as is (not a shared object) */
+    const char *needles[5]; /* NULL-terminated */
+} bad_plugin_t;
+
+#define ENTRY_DECL                                                                                           \
+    "#include \"molt/plugin.h\"\n"                                                                           \
+    "static int h(molt_txn_t *t, void *d) { (void)t; (void)d; return MOLT_OK; }\n"
+
+static const bad_plugin_t bad_plugins[] = {
+    {"tp_wrong_abi.so", NULL, NULL, {"refused", "ABI 2.0", "ABI 1.0"}},
+    {"tp_no_entry.so", NULL, NULL, {"refused", "not a molt plugin", "molt_plugin_entry"}},
+    {"missing.so", NULL, NULL, {"missing.so", "No such file or directory"}},
+    {"garbage.so",
+     NULL,
+     "This is a text file that only pretends to be a shared object.\n"
+     "dlopen() must refuse it and moltd must say so.\n",
+     {"garbage.so", "dlopen() failed", "invalid ELF header"}},
+    {"bad_version.so",
+     ENTRY_DECL "MOLT_PLUGIN(.name = \"bad_version\", .version = \"1.0\", .handle = h)\n",
+     NULL,
+     {"refused", "bad_version", "\"1.0\"", "not semver"}},
+    {"bad_hook.so",
+     ENTRY_DECL
+     "static const molt_hook_t hk[] = {{.id = MOLT_HOOK_TXN_END, .priority = 5000, .fn.txn = h}};\n"
+     "MOLT_PLUGIN(.name = \"bad_hook\", .version = \"1.0.0\", .hooks = hk, .nhooks = 1)\n",
+     NULL,
+     {"refused", "txn_end", "5000", "-1000..1000"}},
+    {"crash_ctor.so",
+     "__attribute__((constructor)) static void boom(void) { int *volatile p = 0; *p = 1; }\n",
+     NULL,
+     {"the plugin crashed while loading", "signal 11", "constructors"}},
+    {"crash_entry.so",
+     "__attribute__((visibility(\"default\"))) const void *molt_plugin_entry(const void *host);\n"
+     "const void *molt_plugin_entry(const void *host) { (void)host; int *volatile p = 0; *p = 1; return p; "
+     "}\n",
+     NULL,
+     {"the plugin crashed while loading", "signal 11", "molt_plugin_entry()"}},
+    {"exit_ctor.so",
+     "#include <unistd.h>\n__attribute__((constructor)) static void bye(void) { _exit(0); }\n",
+     NULL,
+     {"ended the process while loading", "exit code 0", "constructors"}},
+    {"hang_ctor.so",
+     "#include <unistd.h>\n__attribute__((constructor)) static void hang(void) { for (;;) pause(); }\n",
+     NULL,
+     {"did not finish loading within 5 s", "constructors", "killed"}},
+};
+
+START_TEST(test_check_plugin_refused)
+{
+    const bad_plugin_t *b = &bad_plugins[_i];
+    h_molt_t *h = h_new();
+    char path[PATH_MAX + 64];
+    if (!b->source && !b->text) {
+        snprintf(path, sizeof(path), "%s/%s", strcmp(b->file, "missing.so") ? MOLT_TEST_PLUGIN_DIR : h->dir,
+                 b->file);
+    } else if (b->text) {
+        snprintf(path, sizeof(path), "%s/%s", h->dir, b->file);
+        h_write_file(path, b->text, strlen(b->text), 0644);
+    } else {
+        char c[sizeof(path) + 8];
+        snprintf(path, sizeof(path), "%s/%s", h->dir, b->file);
+        snprintf(c, sizeof(c), "%s.c", path);
+        h_write_file(c, b->source, strlen(b->source), 0644);
+        run_ok(60000, "cc",
+               (const char *const[]){"cc", "-shared", "-fPIC", "-fvisibility=hidden", "-I",
+                                     MOLT_SOURCE_DIR "/include", "-o", path, c, NULL});
+    }
+    h_cmd_t r;
+    long long t0 = h_now_ms();
+    int code = h_run(&r, 20000, H_MOLTD, "--check-plugin", path, NULL);
+    long long took = h_now_ms() - t0;
+    char what[128];
+    snprintf(what, sizeof(what), "moltd --check-plugin %s", b->file);
+    check_output_has(&r, b->needles, what);
+    bool said_ok = strstr(r.out, "ok:") != NULL;
+    h_cmd_free(&r);
+    H_CHECK(code == 1, "%s exited with %d, expected 1", what, code);
+    H_CHECK(!said_ok, "%s said ok", what);
+    H_CHECK(took < 10000, "%s took %lld ms", what, took);
+    check_no_group_procs(what);
+}
+END_TEST
+
+/* ---- suite --------------------------------------------------------------------------------- */
+
+static TCase *tcase(const char *name, int timeout)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
+    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
+    tcase_set_timeout(tc, timeout);
+    return tc;
+}
+
+static Suite *sdk_suite(void)
+{
+    Suite *s = suite_create("integ_sdk");
+    TCase *tc = tcase("install", 180);
+    tcase_add_test(tc, test_install_build_serve);
+    suite_add_tcase(s, tc);
+    tc = tcase("check_plugin", 60);
+    tcase_add_test(tc, test_check_plugin_hello);
+    tcase_add_loop_test(tc, test_check_plugin_refused, 0,
+                        (int)(sizeof(bad_plugins) / sizeof(bad_plugins[0])));
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(sdk_suite());
+    srunner_run_all(sr, CK_ENV); /* CK_VERBOSITY=verbose lists every test */
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
