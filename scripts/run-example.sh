@@ -9,13 +9,14 @@ molt_install_deps
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 
-sock=build/run/control.sock
+ctl="build/moltctl -s build/run/control.sock"
 cat <<MSG
-moltd is starting in the foreground on examples/molt.json (Ctrl-C stops it).
+moltd is starting in the foreground on examples/molt.json (Ctrl-C stops it gracefully).
 From another terminal:
-  curl http://127.0.0.1:8080/                      # hello from the hello plugin
-  build/moltctl -s $sock status                    # workers, pids, requests
-  kill -HUP \$(pgrep -o moltd)                     # reload (zero-downtime reload: coming; logs that it is not yet built)
-  build/moltctl -s $sock stop                      # graceful stop (or Ctrl-C here)
+  curl http://127.0.0.1:8080/          hello from the hello plugin
+  $ctl status   workers, pids, requests
+  $ctl stop     graceful stop; returns once moltd is gone
+Reload: zero-downtime reload is the next piece being built; for now moltd logs
+a SIGHUP and changes nothing, so deploy a new plugin with stop and start.
 MSG
 exec build/moltd -c examples/molt.json
