@@ -71,10 +71,12 @@ typedef struct ctl_flag {
 
 static int cmd_status(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 static int cmd_stop(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
+static int cmd_reload(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 
 static const ctl_cmd_t ctl_cmds[] = {
     {"status", "[--json]", "show moltd, its generation and its workers", cmd_status},
     {"stop", "[--fast]", "stop moltd and wait until it is gone", cmd_stop},
+    {"reload", "[--json]", "deploy the config and plugins as they are now; wait for the outcome", cmd_reload},
 };
 
 /* --- messages and usage ------------------------------------------------------ */
@@ -793,6 +795,67 @@ static int cmd_stop(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char *
     }
     printf("stopped\n");
     return MOLT_CTL_EXIT_OK;
+}
+
+/* --- reload ----------------------------------------------------------------------- */
+
+/* A reload takes load + handoff + stable window; under systemd, ExecReload has its own limit. */
+#define CTL_RELOAD_WAIT_MS (10 * 60 * 1000)
+
+/*
+ * Asks for a reload and waits for the outcome of the reload that covers the
+ * request. Prints one line: "committed generation N in X ms", "rolled back in
+ * phase P: reason" or "rejected: reason". Exit 0 only when committed.
+ */
+static int cmd_reload(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv)
+{
+    bool as_json = false;
+    const ctl_flag_t flags[] = {{"json", &as_json}, {NULL, NULL}};
+    int npos, ret;
+    ctl_conn_t c;
+    json_t *req = json_pack("{s:s}", "cmd", "reload"), *r = NULL;
+
+    ret = ctl_parse_args(cmd, argc, argv, flags, &npos);
+    if (ret || npos > 0) {
+        json_decref(req);
+        return ret ? ret : ctl_usage_error(cmd, "unexpected argument '%s'", argv[1]);
+    }
+    int wait_ms = CTL_RELOAD_WAIT_MS;
+    if (ctl_env_ms("MOLT_CTL_RELOAD_TIMEOUT_MS", &wait_ms) < 0) {
+        json_decref(req);
+        return MOLT_CTL_EXIT_USAGE;
+    }
+    ret = ctl_conn_open(&c, ctx);
+    if (ret != MOLT_CTL_EXIT_OK) {
+        json_decref(req);
+        return ret;
+    }
+    uint64_t deadline = molt_now_ms() + (uint64_t)wait_ms;
+    ret = ctl_conn_send(&c, req, deadline);
+    if (ret == MOLT_CTL_EXIT_OK)
+        ret = ctl_conn_recv(&c, deadline, &r);
+    ctl_conn_close(&c);
+    json_decref(req);
+    if (ret != MOLT_CTL_EXIT_OK)
+        return ret;
+
+    bool ok = json_is_true(json_object_get(r, "ok"));
+    const char *result = jstr(r, "result", ok ? "committed" : "rejected");
+    long long gen = 0, ms = 0;
+    jint(r, "generation", &gen);
+    jint(r, "ms", &ms);
+    if (as_json)
+        ret = ctl_print_json(r);
+    else if (ok)
+        printf("committed generation %lld in %lld ms\n", gen, ms);
+    else if (strcmp(result, "rolled_back") == 0)
+        printf("rolled back in phase %s: %s\n", jstr(r, "phase", "?"), jstr(r, "reason", "?"));
+    else
+        printf("%s: %s\n", result, jstr(r, "reason", jstr(r, "error", "?")));
+    json_decref(r);
+    if (ret != MOLT_CTL_EXIT_OK)
+        return ret;
+    return ok ? MOLT_CTL_EXIT_OK : MOLT_CTL_EXIT_FAILED;
 }
 
 /* --- main ------------------------------------------------------------------------- */

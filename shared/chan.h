@@ -42,7 +42,9 @@ typedef enum molt_msg_type {
     MOLT_MSG_DRAINED = 4, /* {} graceful stop finished: no connection left, exiting */
     MOLT_MSG_LOADING = 5, /* {plugin, file} about to initialise this instance (blame for a crash) */
     /* supervisor -> worker */
-    MOLT_MSG_STOP = 16, /* {graceful: bool} stop accepting; finish; exit */
+    MOLT_MSG_STOP = 16,   /* {graceful: bool} stop accepting; finish; exit */
+    MOLT_MSG_PAUSE = 17,  /* {} stop accepting (a reload hands over); connections go on */
+    MOLT_MSG_RESUME = 18, /* {} accept again (the reload rolled back) */
     MOLT_MSG_TYPE_COUNT
 } molt_msg_type_t;
 

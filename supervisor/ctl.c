@@ -28,6 +28,7 @@ typedef struct sup_ctl_conn {
     molt_buf_t in;
     molt_buf_t out;
     bool closing; /* close once `out` is written */
+    bool waiting; /* a reply is deferred (reload): later requests wait for it, in order */
     ev_io w;
 } ctl_conn_t;
 
@@ -41,6 +42,8 @@ static void conn_free(ctl_conn_t *c)
             break;
         }
     }
+    if (c->waiting)
+        sup_reload_forget(c);
     ev_io_stop(S.loop, &c->w);
     molt_close(&c->fd);
     molt_buf_free(&c->in);
@@ -49,9 +52,9 @@ static void conn_free(ctl_conn_t *c)
     ctl_nconns--;
 }
 
-static json_t *cmd_status(const json_t *req)
+static json_t *cmd_status(ctl_conn_t *c, const json_t *req)
 {
-    (void)req;
+    (void)c, (void)req;
     const sup_gen_t *gen = S.active;
     json_t *r = json_pack("{s:b,s:I,s:s,s:I,s:I,s:s}", "ok", 1, "pid", (json_int_t)getpid(), "version",
                           MOLT_VERSION, "started_ms", (json_int_t)S.started_wall, "uptime_ms",
@@ -73,11 +76,13 @@ static json_t *cmd_status(const json_t *req)
         json_object_set_new(r, "generation", json_null());
     }
     json_object_set_new(r, "workers", sup_procs_json());
+    json_object_set_new(r, "reload", sup_reload_status_json());
     return r;
 }
 
-static json_t *cmd_stop(const json_t *req)
+static json_t *cmd_stop(ctl_conn_t *c, const json_t *req)
 {
+    (void)c;
     json_t *fast = json_object_get(req, "fast");
     bool is_fast = json_is_true(fast);
     if (fast && !json_is_boolean(fast))
@@ -87,12 +92,39 @@ static json_t *cmd_stop(const json_t *req)
     return json_pack("{s:b,s:s}", "ok", 1, "stopping", is_fast ? "fast" : "graceful");
 }
 
+static void conn_reply(ctl_conn_t *c, json_t *reply);
+static void conn_process(ctl_conn_t *c);
+static void conn_flush(ctl_conn_t *c);
+
+static void reload_done(void *arg, json_t *outcome)
+{
+    ctl_conn_t *c = arg;
+    c->waiting = false;
+    conn_reply(c, json_incref(outcome));
+    conn_process(c); /* requests that came in behind the reload */
+    conn_flush(c);
+}
+
+/* The reply comes when the reload that covers this request ends. */
+static json_t *cmd_reload(ctl_conn_t *c, const json_t *req)
+{
+    (void)req;
+    c->waiting = true;
+    if (sup_reload_request(reload_done, c) == -ENOMEM) {
+        c->waiting = false;
+        return json_pack("{s:b,s:s}", "ok", 0, "error", "out of memory");
+    }
+    return NULL;
+}
+
+/* A command returns its reply, or NULL when the reply is deferred. */
 static const struct {
     const char *name;
-    json_t *(*fn)(const json_t *req);
+    json_t *(*fn)(ctl_conn_t *c, const json_t *req);
 } ctl_cmds[] = {
     {"status", cmd_status},
     {"stop", cmd_stop},
+    {"reload", cmd_reload},
 };
 
 static json_t *ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -107,7 +139,7 @@ static json_t *ctl_error(const char *fmt, ...)
     return json_pack("{s:b,s:s}", "ok", 0, "error", msg);
 }
 
-static json_t *ctl_handle_line(const char *line, size_t len)
+static json_t *ctl_handle_line(ctl_conn_t *c, const char *line, size_t len)
 {
     json_error_t jerr;
     json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -121,7 +153,7 @@ static json_t *ctl_handle_line(const char *line, size_t len)
     }
     for (size_t i = 0; i < MOLT_ARRAY_SIZE(ctl_cmds); i++) {
         if (strcmp(cmd, ctl_cmds[i].name) == 0) {
-            reply = ctl_cmds[i].fn(req);
+            reply = ctl_cmds[i].fn(c, req);
             goto out;
         }
     }
@@ -161,6 +193,8 @@ static void conn_flush(ctl_conn_t *c)
 
 static void conn_reply(ctl_conn_t *c, json_t *reply)
 {
+    if (!reply)
+        return; /* deferred, or already answered by the deferred path */
     char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
     json_decref(reply);
     if (!text || molt_buf_printf(&c->out, "%s\n", text) < 0 || c->out.len > CTL_MAX_OUT)
@@ -188,17 +222,31 @@ static void on_conn(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->in.len += (size_t)n;
+    conn_process(c);
+    conn_flush(c);
+}
+
+/* Answers every complete request line, in order, until one is deferred. */
+static void conn_process(ctl_conn_t *c)
+{
     char *nl;
-    while (!c->closing && (nl = memchr(c->in.data, '\n', c->in.len))) {
+    while (!c->closing && !c->waiting && (nl = memchr(c->in.data, '\n', c->in.len))) {
+        /* Take the line out before handling it: a deferred reply may come
+         * back at once (a reload rejected in prepare) and process the rest. */
         size_t len = (size_t)(nl - c->in.data);
-        conn_reply(c, ctl_handle_line(c->in.data, len));
+        char *line = strndup(c->in.data, len);
         molt_buf_consume(&c->in, len + 1);
+        if (!line) {
+            c->closing = true;
+            break;
+        }
+        conn_reply(c, ctl_handle_line(c, line, len));
+        free(line);
     }
-    if (c->in.len > CTL_MAX_LINE) {
+    if (!c->waiting && c->in.len > CTL_MAX_LINE) {
         conn_reply(c, ctl_error("request line longer than %d bytes", CTL_MAX_LINE));
         c->closing = true;
     }
-    conn_flush(c);
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)

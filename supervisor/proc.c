@@ -105,6 +105,7 @@ void sup_gen_free(sup_gen_t *gen)
             S.gens[i] = NULL;
     if (S.active == gen)
         S.active = NULL;
+    ev_timer_stop(S.loop, &gen->kill_w);
     gen_dir_release(gen);
     free(gen->dir);
     molt_config_free(gen->cfg);
@@ -244,8 +245,47 @@ static void proc_send_stop(sup_proc_t *p, bool graceful)
     }
 }
 
+static void gen_on_kill_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    sup_gen_t *gen = w->data;
+    unsigned n = 0;
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state != SUP_W_EMPTY && p->gen == gen && p->pid > 0) {
+            kill(p->pid, SIGKILL);
+            n++;
+        }
+    }
+    if (n)
+        molt_warn("generation %llu: %u worker%s still running at the stop deadline; killed",
+                  (unsigned long long)gen->number, n, n == 1 ? "" : "s");
+}
+
+void sup_gen_pause(sup_gen_t *gen, bool pause)
+{
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state == SUP_W_EMPTY || p->gen != gen || p->chan < 0)
+            continue;
+        int rc = molt_chan_send(p->chan, pause ? MOLT_MSG_PAUSE : MOLT_MSG_RESUME, NULL, NULL, 0);
+        if (rc < 0)
+            molt_warn("worker %u (pid %d): sending %s failed: %s", p->slot, (int)p->pid,
+                      pause ? "PAUSE" : "RESUME", strerror(-rc));
+    }
+}
+
 void sup_gen_stop(sup_gen_t *gen, bool graceful)
 {
+    /* Whoever is still running at the deadline is killed: drain_timeout_ms
+     * for a graceful stop, a short grace for a fast one. */
+    if (gen->state != SUP_GEN_DRAINING || !graceful) {
+        ev_timer_stop(S.loop, &gen->kill_w);
+        uint32_t ms = graceful ? gen->cfg->reload.drain_timeout_ms : SUP_STOP_FAST_GRACE_MS;
+        ev_timer_init(&gen->kill_w, gen_on_kill_deadline, ms / 1000.0, 0.);
+        gen->kill_w.data = gen;
+        ev_timer_start(S.loop, &gen->kill_w);
+    }
     gen->state = SUP_GEN_DRAINING;
     for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
         sup_proc_t *p = &S.procs[i];
@@ -461,15 +501,16 @@ void sup_on_child(struct ev_loop *loop, ev_child *w, int revents)
         return;
     }
 
-    if (gen->state == SUP_GEN_STARTING && was_starting) {
-        /* A worker of a generation that is not serving yet died before READY:
-         * the generation cannot start. Say exactly why. */
+    if (gen->state == SUP_GEN_STARTING) {
+        /* A worker of a generation that is not serving yet (booting, or being
+         * verified by a reload) died: the generation fails. Say exactly why. */
         char reason[1024];
         if (p->fail_reason[0])
             snprintf(reason, sizeof(reason), "worker %u: %s", p->slot, p->fail_reason);
         else
             snprintf(reason, sizeof(reason), "worker %u (pid %d) %s%s%s", p->slot, (int)p->pid, p->last_exit,
-                     p->loading[0] ? " while initialising " : " before it was ready", p->loading);
+                     p->loading[0] ? " while initialising " : (was_starting ? " before it was ready" : ""),
+                     p->loading);
         p->pid = 0;
         p->state = SUP_W_FAILED;
         sup_on_gen_failed(gen, reason);

@@ -78,6 +78,8 @@ void sup_stop(bool fast)
     S.stop_fast = fast;
     molt_notice("%s stop: %u worker%s to stop", fast ? "fast" : "graceful", sup_procs_alive(),
                 sup_procs_alive() == 1 ? "" : "s");
+    if (!was_stopping)
+        sup_reload_shutdown();
     for (size_t i = 0; i < SUP_MAX_GENS; i++)
         if (S.gens[i])
             sup_gen_stop(S.gens[i], !fast);
@@ -95,7 +97,11 @@ void sup_on_gen_ready(sup_gen_t *gen)
 {
     gen->state = SUP_GEN_ACTIVE;
     gen->served = true;
-    if (S.state == SUP_BOOTING) {
+    if (S.state != SUP_BOOTING) {
+        sup_reload_on_ready(gen);
+        return;
+    }
+    {
         S.active = gen;
         S.state = SUP_RUNNING;
         molt_notice("ready: generation %llu (%s) serving with %u worker%s", (unsigned long long)gen->number,
@@ -112,7 +118,11 @@ void sup_on_gen_ready(sup_gen_t *gen)
 
 void sup_on_gen_failed(sup_gen_t *gen, const char *reason)
 {
-    if (S.state == SUP_BOOTING) {
+    if (S.state != SUP_BOOTING) {
+        sup_reload_on_failed(gen, reason);
+        return;
+    }
+    {
         molt_crit("cannot start: %s", reason);
         S.exit_code = MOLT_EXIT_FAILURE;
         /* The other workers may be hung in a plugin's init: no grace. */
@@ -143,7 +153,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         sup_stop(true);
         break;
     case SIGHUP:
-        molt_warn("SIGHUP: reload is not part of this build yet; nothing changed");
+        molt_notice("SIGHUP: reload requested");
+        sup_reload_request(NULL, NULL);
         break;
     case SIGUSR1:
         molt_info("SIGUSR1: logs go to stderr; nothing to reopen");
@@ -227,6 +238,7 @@ int sup_run(const char *config_path)
     }
     ev_run(S.loop, 0);
 out:
+    sup_reload_free();
     sup_ctl_close();
     sup_listen_close(S.listen_fds, S.nlisten);
     for (size_t i = 0; i < SUP_MAX_GENS; i++)

@@ -41,6 +41,7 @@ typedef struct sup_gen {
     unsigned nworkers;
     unsigned nready;       /* workers that said READY at least once */
     json_t *plugins;       /* what the first READY worker reported loading */
+    ev_timer kill_w;       /* once told to stop: the deadline after which its workers are killed */
     uint64_t created_ms;   /* wall clock */
     unsigned nprocs;       /* process-table entries still held by this generation */
 } sup_gen_t;
@@ -139,6 +140,24 @@ json_t *sup_procs_json(void);
 void sup_on_gen_ready(sup_gen_t *gen);
 void sup_on_gen_failed(sup_gen_t *gen, const char *reason);
 void sup_on_proc_gone(void);
+
+/* Tells a generation's workers to stop (true) or resume (false) accepting. */
+void sup_gen_pause(sup_gen_t *gen, bool pause);
+
+/* reload_run.c: running reloads (the state machine is reload.h) */
+typedef void (*sup_reload_done_fn)(void *arg, json_t *outcome);
+/* Asks for a reload; done(arg, outcome) is called with the outcome of the
+ * reload that covers this request (possibly before this returns). done NULL:
+ * nobody waits (SIGHUP). 0 or -errno. */
+int sup_reload_request(sup_reload_done_fn done, void *arg);
+/* A waiter went away (its control connection closed): forget it. */
+void sup_reload_forget(void *arg);
+void sup_reload_on_ready(sup_gen_t *gen);
+void sup_reload_on_failed(sup_gen_t *gen, const char *reason);
+/* moltd stops: end the running reload and answer every waiter. */
+void sup_reload_shutdown(void);
+void sup_reload_free(void);
+json_t *sup_reload_status_json(void);
 
 /* listen.c */
 int sup_listen_open(const molt_config_t *cfg, int *fds);

@@ -294,6 +294,16 @@ static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
                 stop_graceful(MOLT_EXIT_OK, false);
             else
                 stop_fast(MOLT_EXIT_OK);
+        } else if (msg.type == MOLT_MSG_PAUSE || msg.type == MOLT_MSG_RESUME) {
+            /* A reload hands the listeners to a new generation, or gives them
+             * back; connections already open are not affected. */
+            if (W.state == WRK_SERVING) {
+                if (msg.type == MOLT_MSG_PAUSE)
+                    wrk_http_pause(W.http);
+                else
+                    wrk_http_resume(W.http);
+                molt_info("%s accepting", msg.type == MOLT_MSG_PAUSE ? "stopped" : "resumed");
+            }
         } else {
             molt_warn("unexpected %s message from the supervisor; ignored", molt_msg_type_name(msg.type));
         }

@@ -1,0 +1,355 @@
+/*
+ * Running a reload: performs the action each transition of the state machine
+ * (supervisor/reload.c) names, and tells every caller the outcome of the
+ * reload that covers its request.
+ *
+ * One reload at a time. A request that arrives during one is queued; when
+ * the running reload ends, every queued request is covered by one new
+ * reload (coalesced), which reads the config as it is then.
+ *
+ * This first cut verifies a new generation by its workers loading and
+ * initialising every plugin (READY) and then serving alone for stable_ms
+ * without a death; state handoff and health requests come with the worker
+ * side of the reload.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shared/chan.h"
+#include "shared/log.h"
+#include "shared/util.h"
+#include "supervisor/reload.h"
+#include "supervisor/sup.h"
+
+typedef struct rl_waiter {
+    struct rl_waiter *next;
+    sup_reload_done_fn done;
+    void *arg;
+} rl_waiter_t;
+
+static struct {
+    sup_rl_phase_t phase;
+    sup_gen_t *gen;            /* the generation being brought up */
+    rl_waiter_t *waiters;      /* covered by the running reload */
+    rl_waiter_t *queued;       /* arrived during it: covered by the next */
+    bool queued_any;           /* a request without a waiter (SIGHUP) is queued too */
+    uint64_t t0, phase_t0;     /* monotonic ms */
+    json_t *phase_ms;          /* {"prepare": ms, ...} */
+    sup_rl_phase_t failed_phase;
+    char reason[2304];         /* room for a config error (2048) and a prefix */
+    ev_timer timer;            /* the verify window */
+    json_t *last;              /* the last outcome */
+    unsigned counts[3];        /* committed, rolled_back, rejected */
+} R;
+
+/* Returned by a phase whose outcome comes later, from an event. */
+#define RLE_WAIT ((sup_rl_event_t)SUP_RLE_EVENT_COUNT)
+
+enum { RL_COMMITTED = 0, RL_ROLLED_BACK = 1, RL_REJECTED = 2 };
+static const char *const result_names[] = {"committed", "rolled_back", "rejected"};
+
+static void rl_event(sup_rl_event_t ev, const char *reason);
+
+json_t *sup_reload_status_json(void)
+{
+    return json_pack("{s:s,s:O?,s:{s:I,s:I,s:I}}", "phase", sup_reload_phase_name(R.phase), "last", R.last,
+                     "counts", "committed", (json_int_t)R.counts[RL_COMMITTED], "rolled_back",
+                     (json_int_t)R.counts[RL_ROLLED_BACK], "rejected", (json_int_t)R.counts[RL_REJECTED]);
+}
+
+/* Closes the timing of the phase being left. */
+static void phase_leave(void)
+{
+    uint64_t now = molt_now_ms();
+    if (R.phase != SUP_RL_IDLE && R.phase_ms)
+        json_object_set_new(R.phase_ms, sup_reload_phase_name(R.phase), json_integer((json_int_t)(now - R.phase_t0)));
+    R.phase_t0 = now;
+}
+
+/* ---- phases ----------------------------------------------------------------------------- */
+
+static bool same_listeners(const molt_config_t *a, const molt_config_t *b)
+{
+    if (a->nlisten != b->nlisten)
+        return false;
+    for (size_t i = 0; i < a->nlisten; i++)
+        if (strcmp(a->listen[i].name, b->listen[i].name) != 0 ||
+            strcmp(a->listen[i].address, b->listen[i].address) != 0)
+            return false;
+    return true;
+}
+
+/* Parses and validates the config exactly as -t does, and copies the
+ * plugins into a new generation directory. Changes nothing on failure. */
+static sup_rl_event_t reload_prepare(void)
+{
+    char err[2048];
+    molt_config_t *cfg = NULL;
+    if (molt_config_load(S.config_arg, &cfg, err, sizeof(err)) < 0) {
+        snprintf(R.reason, sizeof(R.reason), "%s", err);
+        return SUP_RLE_FAIL;
+    }
+    if (!same_listeners(cfg, S.active->cfg)) {
+        snprintf(R.reason, sizeof(R.reason),
+                 "%s: listen: the listeners differ from the running ones; changing them needs a restart",
+                 cfg->path);
+        molt_config_free(cfg);
+        return SUP_RLE_FAIL;
+    }
+    if (strcmp(cfg->control_socket, S.active->cfg->control_socket) != 0) {
+        snprintf(R.reason, sizeof(R.reason), "%s: control.socket: changing it needs a restart", cfg->path);
+        molt_config_free(cfg);
+        return SUP_RLE_FAIL;
+    }
+    if (sup_gen_new(cfg, &R.gen, err, sizeof(err)) < 0) {
+        snprintf(R.reason, sizeof(R.reason), "%s", err);
+        molt_config_free(cfg);
+        return SUP_RLE_FAIL;
+    }
+    molt_log_set_level((molt_log_level_t)cfg->log_level);
+    return SUP_RLE_OK;
+}
+
+static sup_rl_event_t reload_spawn(void)
+{
+    int rc = sup_gen_spawn(R.gen);
+    if (rc < 0) {
+        snprintf(R.reason, sizeof(R.reason), "spawning the workers failed: %s", strerror(-rc));
+        return SUP_RLE_FAIL;
+    }
+    return RLE_WAIT; /* READY from every worker, or a failure, comes later */
+}
+
+/* The old generation stops accepting; its open connections go on. */
+static sup_rl_event_t reload_handoff(void)
+{
+    sup_gen_pause(S.active, true);
+    return SUP_RLE_OK;
+}
+
+static void on_verify_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    rl_event(SUP_RLE_OK, NULL);
+}
+
+static sup_rl_event_t reload_verify(void)
+{
+    ev_timer_init(&R.timer, on_verify_timer, R.gen->cfg->reload.health.stable_ms / 1000.0, 0.);
+    ev_timer_start(S.loop, &R.timer);
+    return RLE_WAIT;
+}
+
+static void outcome(int result)
+{
+    sup_gen_t *shown = result == RL_COMMITTED ? S.active : NULL;
+    json_t *o = json_pack("{s:b,s:s,s:I,s:O}", "ok", result == RL_COMMITTED, "result", result_names[result], "ms",
+                          (json_int_t)(molt_now_ms() - R.t0), "phases", R.phase_ms);
+    if (shown) {
+        json_object_set_new(o, "generation", json_integer((json_int_t)shown->number));
+        json_object_set_new(o, "id", json_string(shown->id));
+    } else {
+        json_object_set_new(o, "phase", json_string(sup_reload_phase_name(R.failed_phase)));
+        json_object_set_new(o, "reason", json_string(R.reason));
+        json_object_set_new(o, "error", json_string(R.reason));
+        if (S.active)
+            json_object_set_new(o, "generation", json_integer((json_int_t)S.active->number));
+    }
+    R.counts[result]++;
+    json_decref(R.last);
+    R.last = o;
+    if (result == RL_COMMITTED)
+        molt_notice("reload: committed generation %llu (%s) in %llu ms", (unsigned long long)S.active->number,
+                    S.active->id, (unsigned long long)(molt_now_ms() - R.t0));
+    else if (result == RL_ROLLED_BACK)
+        molt_error("reload: rolled back in phase %s: %s", sup_reload_phase_name(R.failed_phase), R.reason);
+    else
+        molt_error("reload: rejected: %s", R.reason);
+
+    rl_waiter_t *w = R.waiters;
+    R.waiters = NULL;
+    while (w) {
+        rl_waiter_t *next = w->next;
+        w->done(w->arg, o);
+        free(w);
+        w = next;
+    }
+}
+
+static sup_rl_event_t reload_commit(void)
+{
+    sup_gen_t *old = S.active;
+    R.gen->state = SUP_GEN_ACTIVE;
+    R.gen->served = true;
+    S.active = R.gen;
+    R.gen = NULL;
+    sup_gen_stop(old, true); /* drains; killed at drain_timeout_ms */
+    outcome(RL_COMMITTED);
+    return SUP_RLE_OK;
+}
+
+static sup_rl_event_t reload_rollback(void)
+{
+    ev_timer_stop(S.loop, &R.timer);
+    sup_gen_t *gen = R.gen;
+    R.gen = NULL;
+    if (gen)
+        sup_gen_stop(gen, true); /* polite if alive; killed at its deadline if not */
+    if (S.active)
+        sup_gen_pause(S.active, false);
+    return SUP_RLE_OK;
+}
+
+/* ---- the loop --------------------------------------------------------------------------- */
+
+static void reload_start(void)
+{
+    R.waiters = R.queued;
+    R.queued = NULL;
+    R.queued_any = false;
+    R.t0 = R.phase_t0 = molt_now_ms();
+    R.reason[0] = '\0';
+    R.failed_phase = SUP_RL_IDLE;
+    json_decref(R.phase_ms);
+    R.phase_ms = json_object();
+    molt_notice("reload: started (config %s)", S.config_arg);
+    rl_event(SUP_RLE_REQUEST, NULL);
+}
+
+static void rl_event(sup_rl_event_t ev, const char *reason)
+{
+    while (ev != RLE_WAIT) {
+        sup_rl_step_t step = sup_reload_step(R.phase, ev);
+        if (step.next == R.phase && step.action == SUP_RLA_NONE)
+            return; /* meaningless here (a late failure, say) */
+        if (ev == SUP_RLE_FAIL) {
+            R.failed_phase = R.phase;
+            if (reason)
+                snprintf(R.reason, sizeof(R.reason), "%s", reason);
+            reason = NULL;
+        }
+        phase_leave();
+        if (step.next != R.phase && step.next != SUP_RL_IDLE)
+            molt_info("reload: phase %s", sup_reload_phase_name(step.next));
+        R.phase = step.next;
+        switch (step.action) {
+        case SUP_RLA_PREPARE:
+            ev = reload_prepare();
+            break;
+        case SUP_RLA_SPAWN:
+            ev = reload_spawn();
+            break;
+        case SUP_RLA_PAUSE_OLD:
+            ev = reload_handoff();
+            break;
+        case SUP_RLA_VERIFY:
+            ev = reload_verify();
+            break;
+        case SUP_RLA_COMMIT:
+            ev = reload_commit();
+            break;
+        case SUP_RLA_ROLLBACK:
+            ev = reload_rollback();
+            break;
+        case SUP_RLA_REJECT:
+            outcome(RL_REJECTED);
+            ev = RLE_WAIT;
+            break;
+        case SUP_RLA_ROLLED_BACK:
+            outcome(RL_ROLLED_BACK);
+            ev = RLE_WAIT;
+            break;
+        default:
+            ev = RLE_WAIT;
+            break;
+        }
+    }
+    if (R.phase == SUP_RL_IDLE && (R.queued || R.queued_any) && S.state == SUP_RUNNING)
+        reload_start();
+}
+
+int sup_reload_request(sup_reload_done_fn done, void *arg)
+{
+    if (S.state != SUP_RUNNING) {
+        if (done) {
+            json_t *o = json_pack("{s:b,s:s,s:s}", "ok", 0, "result", "rejected", "error",
+                                  S.state == SUP_STOPPING ? "moltd is stopping" : "moltd is still starting");
+            done(arg, o);
+            json_decref(o);
+        }
+        return -EAGAIN;
+    }
+    if (done) {
+        rl_waiter_t *w = calloc(1, sizeof(*w));
+        if (!w)
+            return -ENOMEM;
+        w->done = done;
+        w->arg = arg;
+        w->next = R.queued;
+        R.queued = w;
+    } else {
+        R.queued_any = true;
+    }
+    if (R.phase == SUP_RL_IDLE)
+        reload_start();
+    else
+        molt_info("reload: requested during one in phase %s; it will follow", sup_reload_phase_name(R.phase));
+    return 0;
+}
+
+void sup_reload_forget(void *arg)
+{
+    rl_waiter_t **lists[] = {&R.waiters, &R.queued};
+    for (size_t i = 0; i < 2; i++) {
+        for (rl_waiter_t **pp = lists[i]; *pp;) {
+            if ((*pp)->arg == arg) {
+                rl_waiter_t *w = *pp;
+                *pp = w->next;
+                free(w);
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
+}
+
+void sup_reload_on_ready(sup_gen_t *gen)
+{
+    if (gen == R.gen && R.phase == SUP_RL_SPAWN)
+        rl_event(SUP_RLE_OK, NULL);
+}
+
+void sup_reload_on_failed(sup_gen_t *gen, const char *reason)
+{
+    if (gen == R.gen)
+        rl_event(SUP_RLE_FAIL, reason);
+}
+
+void sup_reload_shutdown(void)
+{
+    /* moltd stops: a reload in progress ends as rolled back, its callers told. */
+    if (R.phase != SUP_RL_IDLE && R.phase != SUP_RL_COMMIT)
+        rl_event(SUP_RLE_FAIL, "moltd is stopping");
+    rl_waiter_t *w = R.queued;
+    R.queued = NULL;
+    R.queued_any = false;
+    while (w) {
+        rl_waiter_t *next = w->next;
+        json_t *o = json_pack("{s:b,s:s,s:s}", "ok", 0, "result", "rejected", "error", "moltd is stopping");
+        w->done(w->arg, o);
+        json_decref(o);
+        free(w);
+        w = next;
+    }
+}
+
+void sup_reload_free(void)
+{
+    ev_timer_stop(S.loop, &R.timer);
+    json_decref(R.last);
+    json_decref(R.phase_ms);
+    memset(&R, 0, sizeof(R));
+}

@@ -1,0 +1,321 @@
+/*
+ * The "reload" integration theme: the real moltd reloaded with moltctl and
+ * SIGHUP while real clients use it: a good generation is committed and
+ * serves, a bad one is rolled back (or rejected) with the phase and the
+ * reason while the old one keeps serving with the same workers, requests
+ * during a reload are coalesced, and wrk sees no error through reloads.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include <check.h>
+#include <jansson.h>
+
+#include "tests/integration/harness.h"
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+/* Sets the hello instance's plugin file and body, and writes the config. */
+static void set_hello(h_molt_t *h, const char *file, const char *body)
+{
+    json_t *p = json_array_get(json_object_get(h->cfg, "plugins"), 0);
+    json_object_set_new(p, "file", json_string(file));
+    json_object_set_new(p, "config", body ? json_pack("{s:s}", "body", body) : json_object());
+    h_write_config(h);
+}
+
+static void get_body(h_molt_t *h, const char *expect, const char *what)
+{
+    h_resp_t r;
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", h->port);
+    H_CHECK(h_curl(h, &r, url, NULL) == 0, "%s: curl failed", what);
+    H_CHECK(r.status == 200 && strcmp(r.body, expect) == 0, "%s: %d '%s', expected 200 '%s'", what, r.status,
+            r.body, expect);
+    h_resp_free(&r);
+}
+
+static int moltctl_reload(h_molt_t *h, h_cmd_t *c)
+{
+    return h_run(c, 30000, H_MOLTCTL, "-s", h->sock_path, "reload", (char *)NULL);
+}
+
+static long long status_generation(h_molt_t *h)
+{
+    json_t *st = h_status(h);
+    H_CHECK(st != NULL, "no status reply");
+    long long n = json_integer_value(json_object_get(json_object_get(st, "generation"), "number"));
+    json_decref(st);
+    return n;
+}
+
+static size_t gen_dirs(const h_molt_t *h)
+{
+    DIR *d = opendir(h->runtime_dir);
+    H_CHECK(d != NULL, "opendir(%s): %s", h->runtime_dir, strerror(errno));
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strncmp(e->d_name, "gen-", 4) == 0;
+    closedir(d);
+    return n;
+}
+
+static void current_pids(h_molt_t *h, pid_t *pids, size_t n)
+{
+    json_t *st = h_status(h);
+    H_CHECK(st && h_status_pids(st, pids, n) == n, "status has not %zu worker slots", n);
+    json_decref(st);
+}
+
+/* ---- tests --------------------------------------------------------------------------------- */
+
+/* A good config: committed, the new body served by new workers, the old ones gone. */
+START_TEST(test_commit)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(100));
+    h_start_ready(h);
+    pid_t old[2];
+    current_pids(h, old, 2);
+    set_hello(h, "hello.so", "second\n");
+    h_cmd_t c;
+    int rc = moltctl_reload(h, &c);
+    H_CHECK(rc == 0, "moltctl reload exited %d: %s%s", rc, c.out, c.err);
+    H_CHECK(strncmp(c.out, "committed generation 2 in ", 26) == 0, "moltctl reload printed '%s'", c.out);
+    h_cmd_free(&c);
+    get_body(h, "second\n", "after the reload");
+    for (int i = 0; i < 2; i++)
+        H_CHECK(h_wait_pid_gone(old[i], 5000, NULL), "old worker %d (pid %d) still runs after commit", i,
+                (int)old[i]);
+    pid_t now[2];
+    current_pids(h, now, 2);
+    H_CHECK(now[0] != old[0] && now[1] != old[1] && now[0] && now[1], "the workers were not replaced");
+    json_t *st = h_status(h);
+    json_t *rl = json_object_get(st, "reload");
+    H_CHECK(json_integer_value(json_object_get(json_object_get(rl, "counts"), "committed")) == 1,
+            "status.reload.counts.committed is not 1");
+    H_CHECK(json_is_true(json_object_get(json_object_get(rl, "last"), "ok")), "status.reload.last is not ok");
+    json_decref(st);
+    H_CHECK(status_generation(h) == 2, "active generation is not 2");
+}
+END_TEST
+
+/* Broken generations: rolled back with the phase and the reason; the old
+ * workers (same pids) keep serving the old body; the failed directory goes. */
+static const struct {
+    const char *file;
+    const char *reason; /* in moltctl's line */
+} broken[] = {
+    {"tp_fail_init.so", "database at 10.9.9.9 refused the connection"},
+    {"tp_crash_init.so", "signal 11"},
+    {"tp_hang_init.so", "did not become ready"},
+    {"tp_no_entry.so", "not a molt plugin"},
+};
+
+START_TEST(test_rollback)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.load_timeout_ms", json_integer(600));
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(100));
+    h_start_ready(h);
+    pid_t old[2];
+    current_pids(h, old, 2);
+    size_t dirs = gen_dirs(h);
+    set_hello(h, broken[_i].file, NULL);
+    h_cmd_t c;
+    int rc = moltctl_reload(h, &c);
+    H_CHECK(rc == 1, "moltctl reload with %s exited %d, expected 1: %s%s", broken[_i].file, rc, c.out, c.err);
+    H_CHECK(strncmp(c.out, "rolled back in phase spawn: ", 28) == 0 && strstr(c.out, broken[_i].reason),
+            "moltctl reload with %s printed '%s', expected the phase and '%s'", broken[_i].file, c.out,
+            broken[_i].reason);
+    h_cmd_free(&c);
+    get_body(h, H_HELLO_BODY, "after the rollback");
+    pid_t now[2];
+    current_pids(h, now, 2);
+    H_CHECK(now[0] == old[0] && now[1] == old[1], "the old workers were replaced by a rollback");
+    H_CHECK(status_generation(h) == 1, "active generation changed");
+    /* the failed generation's directory is removed once its workers are gone */
+    for (int i = 0; i < 50 && gen_dirs(h) != dirs; i++)
+        h_sleep_ms(100);
+    H_CHECK(gen_dirs(h) == dirs, "%zu generation directories after the rollback, expected %zu", gen_dirs(h), dirs);
+    /* and the next good reload still works */
+    set_hello(h, "hello.so", "after\n");
+    rc = moltctl_reload(h, &c);
+    H_CHECK(rc == 0, "a good reload after a rollback exited %d: %s%s", rc, c.out, c.err);
+    h_cmd_free(&c);
+    get_body(h, "after\n", "after a rollback and a good reload");
+}
+END_TEST
+
+/* A config that does not validate changes nothing: rejected, with the key path. */
+START_TEST(test_rejected)
+{
+    h_molt_t *h = h_new();
+    h_start_ready(h);
+    pid_t old[2];
+    current_pids(h, old, 2);
+    h_cfg_set(h, "http.bogus", json_integer(1));
+    h_write_config(h);
+    h_cmd_t c;
+    int rc = h_run(&c, 30000, H_MOLTCTL, "-s", h->sock_path, "reload", "--json", (char *)NULL);
+    H_CHECK(rc == 1, "moltctl reload exited %d, expected 1", rc);
+    json_t *o = json_loads(c.out, 0, NULL);
+    H_CHECK(o != NULL, "reload --json printed no JSON: %s", c.out);
+    H_CHECK(strcmp(json_string_value(json_object_get(o, "result")), "rejected") == 0 &&
+                strcmp(json_string_value(json_object_get(o, "phase")), "prepare") == 0 &&
+                strstr(json_string_value(json_object_get(o, "reason")), "http.bogus"),
+            "reload --json: %s", c.out);
+    json_decref(o);
+    h_cmd_free(&c);
+    pid_t now[2];
+    current_pids(h, now, 2);
+    H_CHECK(now[0] == old[0] && now[1] == old[1], "a rejected reload replaced the workers");
+    get_body(h, H_HELLO_BODY, "after a rejected reload");
+}
+END_TEST
+
+/* SIGHUP reloads like moltctl reload. */
+START_TEST(test_sighup)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(50));
+    h_start_ready(h);
+    set_hello(h, "hello.so", "hup\n");
+    H_CHECK(kill(h->pid, SIGHUP) == 0, "kill(SIGHUP)");
+    long long gen = 0;
+    for (int i = 0; i < 100 && (gen = status_generation(h)) != 2; i++)
+        h_sleep_ms(50);
+    H_CHECK(gen == 2, "no generation 2 after SIGHUP");
+    get_body(h, "hup\n", "after SIGHUP");
+}
+END_TEST
+
+static int ctl_open_send(const char *path, const char *line)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    H_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect(%s): %s", path,
+            strerror(errno));
+    H_CHECK(write(fd, line, strlen(line)) == (ssize_t)strlen(line), "write to the control socket");
+    return fd;
+}
+
+static json_t *ctl_read_reply(int fd)
+{
+    char buf[8192];
+    size_t len = 0;
+    while (len < sizeof(buf) - 1) {
+        ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (memchr(buf, '\n', len))
+            break;
+    }
+    buf[len] = '\0';
+    close(fd);
+    return json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
+}
+
+/*
+ * One reload at a time: three callers at once. The first starts a reload; the
+ * two that arrive during it are covered by one more reload, and each caller
+ * gets the outcome of the reload that covered its request.
+ */
+START_TEST(test_coalesced)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(400));
+    h_start_ready(h);
+    int fds[3];
+    fds[0] = ctl_open_send(h->sock_path, "{\"cmd\":\"reload\"}\n");
+    h_sleep_ms(100); /* the first one is running */
+    fds[1] = ctl_open_send(h->sock_path, "{\"cmd\":\"reload\"}\n");
+    fds[2] = ctl_open_send(h->sock_path, "{\"cmd\":\"reload\"}\n");
+    long long gens[3];
+    for (int i = 0; i < 3; i++) {
+        json_t *o = ctl_read_reply(fds[i]);
+        H_CHECK(o && json_is_true(json_object_get(o, "ok")), "reload reply %d is not ok", i);
+        gens[i] = json_integer_value(json_object_get(o, "generation"));
+        json_decref(o);
+    }
+    H_CHECK(gens[0] == 2 && gens[1] == 3 && gens[2] == 3,
+            "generations %lld %lld %lld, expected 2 3 3 (the last two coalesced)", gens[0], gens[1], gens[2]);
+    json_t *st = h_status(h);
+    long long committed = json_integer_value(
+        json_object_get(json_object_get(json_object_get(st, "reload"), "counts"), "committed"));
+    json_decref(st);
+    H_CHECK(committed == 2, "%lld reloads committed, expected 2", committed);
+}
+END_TEST
+
+/* Reloads under load lose nothing: wrk sees no socket error and no non-2xx. */
+START_TEST(test_wrk_through_reloads)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(50));
+    h_cfg_set(h, "reload.idle_grace_ms", json_integer(100));
+    h_start_ready(h);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "wrk -t2 -c32 -d6s http://127.0.0.1:%d/ 2>&1", h->port);
+    FILE *wrk = popen(cmd, "r");
+    H_CHECK(wrk != NULL, "popen(wrk): %s", strerror(errno));
+    h_sleep_ms(500);
+    int committed = 0;
+    for (int i = 0; i < 10; i++) {
+        set_hello(h, "hello.so", i % 2 ? "odd\n" : "even\n");
+        h_cmd_t c;
+        if (moltctl_reload(h, &c) == 0)
+            committed++;
+        h_cmd_free(&c);
+        h_sleep_ms(200);
+    }
+    char out[8192];
+    size_t len = fread(out, 1, sizeof(out) - 1, wrk);
+    out[len] = '\0';
+    int wrc = pclose(wrk);
+    H_CHECK(wrc == 0, "wrk exited %d: %s", wrc, out);
+    H_CHECK(committed == 10, "%d of 10 reloads committed", committed);
+    H_CHECK(strstr(out, "requests in") != NULL, "wrk printed no result: %s", out);
+    H_CHECK(strstr(out, "Socket errors") == NULL, "wrk saw socket errors through reloads:\n%s", out);
+    H_CHECK(strstr(out, "Non-2xx") == NULL, "wrk saw non-2xx responses through reloads:\n%s", out);
+}
+END_TEST
+
+static TCase *tcase(const char *name, int timeout)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
+    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
+    tcase_set_timeout(tc, timeout);
+    return tc;
+}
+
+int main(void)
+{
+    Suite *s = suite_create("integ_reload");
+    TCase *tc = tcase("outcomes", 60);
+    tcase_add_test(tc, test_commit);
+    tcase_add_loop_test(tc, test_rollback, 0, (int)(sizeof(broken) / sizeof(broken[0])));
+    tcase_add_test(tc, test_rejected);
+    tcase_add_test(tc, test_sighup);
+    suite_add_tcase(s, tc);
+    tc = tcase("concurrency", 60);
+    tcase_add_test(tc, test_coalesced);
+    tcase_add_test(tc, test_wrk_through_reloads);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_ENV);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
