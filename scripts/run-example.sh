@@ -15,8 +15,7 @@ moltd is starting in the foreground on examples/molt.json (Ctrl-C stops it grace
 From another terminal:
   curl http://127.0.0.1:8080/          hello from the hello plugin
   $ctl status   workers, pids, requests
+  $ctl reload   after editing examples/molt.json: a new generation, or a rollback and why
   $ctl stop     graceful stop; returns once moltd is gone
-Reload: zero-downtime reload is the next piece being built; for now moltd logs
-a SIGHUP and changes nothing, so deploy a new plugin with stop and start.
 MSG
 exec build/moltd -c examples/molt.json
