@@ -72,11 +72,13 @@ typedef struct ctl_flag {
 static int cmd_status(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 static int cmd_stop(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 static int cmd_reload(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
+static int cmd_events(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 
 static const ctl_cmd_t ctl_cmds[] = {
     {"status", "[--json]", "show moltd, its generation and its workers", cmd_status},
     {"stop", "[--fast]", "stop moltd and wait until it is gone", cmd_stop},
     {"reload", "[--json]", "deploy the config and plugins as they are now; wait for the outcome", cmd_reload},
+    {"events", "", "follow reload and worker events, one JSON object per line", cmd_events},
 };
 
 /* --- messages and usage ------------------------------------------------------ */
@@ -799,6 +801,94 @@ static int cmd_stop(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char *
 
 /* --- reload ----------------------------------------------------------------------- */
 
+/* Opens a connection subscribed to events; MOLT_CTL_EXIT_OK or an error (printed). */
+static int events_open(const ctl_ctx_t *ctx, ctl_conn_t *c)
+{
+    json_t *req = json_pack("{s:s}", "cmd", "events"), *r = NULL;
+    int ret = ctl_conn_open(c, ctx);
+    if (ret != MOLT_CTL_EXIT_OK) {
+        json_decref(req);
+        return ret;
+    }
+    uint64_t deadline = molt_now_ms() + (uint64_t)ctx->timeout_ms;
+    ret = ctl_conn_send(c, req, deadline);
+    if (ret == MOLT_CTL_EXIT_OK)
+        ret = ctl_conn_recv(c, deadline, &r);
+    if (ret == MOLT_CTL_EXIT_OK)
+        ret = ctl_check_reply(ctx, "events", r);
+    json_decref(req);
+    json_decref(r);
+    if (ret != MOLT_CTL_EXIT_OK)
+        ctl_conn_close(c);
+    return ret;
+}
+
+/* One event as a person reads it, during `reload` on a terminal. */
+static void progress_print(const json_t *ev)
+{
+    const char *type = jstr(ev, "type", "");
+    long long slot = 0, pid = 0, gen = 0;
+    if (strcmp(type, "reload") == 0 && json_object_get(ev, "phase") && !json_object_get(ev, "result")) {
+        printf("  phase %s\n", jstr(ev, "phase", "?"));
+    } else if (strcmp(type, "worker") == 0) {
+        jint(ev, "slot", &slot);
+        jint(ev, "pid", &pid);
+        jint(ev, "generation", &gen);
+        const char *extra = jstr(ev, "error", jstr(ev, "exit", ""));
+        printf("    worker %lld (pid %lld, generation %lld): %s%s%s\n", slot, pid, gen, jstr(ev, "state", "?"),
+               extra[0] ? ": " : "", extra);
+    }
+    fflush(stdout);
+}
+
+/* Prints every event already received on c; false when c is closed or broken. */
+static bool progress_drain(ctl_conn_t *c)
+{
+    for (;;) {
+        size_t len = 0;
+        int rc = ctl_conn_read_line(c, 0, &len); /* a deadline already past: no waiting */
+        if (rc == -ETIMEDOUT)
+            return true;
+        if (rc < 0)
+            return false;
+        json_t *ev = json_loadb(c->in.data, len, 0, NULL);
+        molt_buf_consume(&c->in, len + 1);
+        c->scanned = 0;
+        if (ev)
+            progress_print(ev);
+        json_decref(ev);
+    }
+}
+
+/* moltctl events: follows moltd's events until it stops (exit 0). */
+static int cmd_events(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv)
+{
+    const ctl_flag_t flags[] = {{NULL, NULL}};
+    int npos, ret = ctl_parse_args(cmd, argc, argv, flags, &npos);
+    if (ret)
+        return ret;
+    if (npos > 0)
+        return ctl_usage_error(cmd, "unexpected argument '%s'", argv[1]);
+    ctl_conn_t c;
+    ret = events_open(ctx, &c);
+    if (ret != MOLT_CTL_EXIT_OK)
+        return ret;
+    for (;;) {
+        size_t len = 0;
+        int rc = ctl_conn_read_line(&c, CTL_NO_DEADLINE, &len);
+        if (rc < 0)
+            break; /* moltd went away: the stream is over */
+        if (fwrite(c.in.data, 1, len, stdout) != len || putchar('\n') == EOF || fflush(stdout) == EOF) {
+            ret = MOLT_CTL_EXIT_FAILED; /* stdout closed: nobody is reading */
+            break;
+        }
+        molt_buf_consume(&c.in, len + 1);
+        c.scanned = 0;
+    }
+    ctl_conn_close(&c);
+    return ret;
+}
+
 /* A reload takes load + handoff + stable window; under systemd, ExecReload has its own limit. */
 #define CTL_RELOAD_WAIT_MS (10 * 60 * 1000)
 
@@ -825,15 +915,32 @@ static int cmd_reload(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char
         json_decref(req);
         return MOLT_CTL_EXIT_USAGE;
     }
+    /* On a terminal, show the phases and workers as they go: subscribe to
+     * events first, so that nothing of this reload is missed. */
+    ctl_conn_t ev;
+    bool progress = !as_json && isatty(STDOUT_FILENO) && events_open(ctx, &ev) == MOLT_CTL_EXIT_OK;
     ret = ctl_conn_open(&c, ctx);
     if (ret != MOLT_CTL_EXIT_OK) {
         json_decref(req);
+        if (progress)
+            ctl_conn_close(&ev);
         return ret;
     }
     uint64_t deadline = molt_now_ms() + (uint64_t)wait_ms;
     ret = ctl_conn_send(&c, req, deadline);
+    while (ret == MOLT_CTL_EXIT_OK && progress) {
+        struct pollfd pfd[2] = {{.fd = c.fd, .events = POLLIN}, {.fd = ev.fd, .events = POLLIN}};
+        if (c.in.len || poll(pfd, 2, ctl_ms_left(deadline)) <= 0 || (pfd[0].revents & (POLLIN | POLLHUP)))
+            break; /* the reply (or the deadline) is here */
+        if (!progress_drain(&ev))
+            break;
+    }
     if (ret == MOLT_CTL_EXIT_OK)
         ret = ctl_conn_recv(&c, deadline, &r);
+    if (progress) {
+        progress_drain(&ev); /* what came just before the reply */
+        ctl_conn_close(&ev);
+    }
     ctl_conn_close(&c);
     json_decref(req);
     if (ret != MOLT_CTL_EXIT_OK)

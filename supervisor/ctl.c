@@ -29,6 +29,7 @@ typedef struct sup_ctl_conn {
     molt_buf_t out;
     bool closing; /* close once `out` is written */
     bool waiting; /* a reply is deferred (reload): later requests wait for it, in order */
+    bool subscribed; /* `events`: gets every event, sends nothing more */
     ev_io w;
 } ctl_conn_t;
 
@@ -117,6 +118,38 @@ static json_t *cmd_reload(ctl_conn_t *c, const json_t *req)
     return NULL;
 }
 
+/* After the first line, the connection only receives events. */
+static json_t *cmd_events(ctl_conn_t *c, const json_t *req)
+{
+    (void)req;
+    c->subscribed = true;
+    return json_pack("{s:b,s:b}", "ok", 1, "events", 1);
+}
+
+#define CTL_EVENTS_MAX_BEHIND (1024 * 1024)
+
+void sup_event_emit(json_t *ev)
+{
+    if (!ev)
+        return;
+    json_object_set_new(ev, "time_ms", json_integer((json_int_t)molt_wall_ms()));
+    for (ctl_conn_t *c = S.ctl_conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->subscribed || c->closing)
+            continue;
+        if (c->out.len > CTL_EVENTS_MAX_BEHIND) {
+            /* A follower that does not read loses its stream, not our memory. */
+            c->closing = true;
+            c->out.len = 0;
+            conn_flush(c);
+            continue;
+        }
+        conn_reply(c, json_incref(ev));
+        conn_flush(c);
+    }
+    json_decref(ev);
+}
+
 /* A command returns its reply, or NULL when the reply is deferred. */
 static const struct {
     const char *name;
@@ -125,6 +158,7 @@ static const struct {
     {"status", cmd_status},
     {"stop", cmd_stop},
     {"reload", cmd_reload},
+    {"events", cmd_events},
 };
 
 static json_t *ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -230,7 +264,11 @@ static void on_conn(struct ev_loop *loop, ev_io *w, int revents)
 static void conn_process(ctl_conn_t *c)
 {
     char *nl;
-    while (!c->closing && !c->waiting && (nl = memchr(c->in.data, '\n', c->in.len))) {
+    if (c->subscribed) {
+        c->in.len = 0; /* a follower has nothing more to ask */
+        return;
+    }
+    while (!c->closing && !c->waiting && !c->subscribed && (nl = memchr(c->in.data, '\n', c->in.len))) {
         /* Take the line out before handling it: a deferred reply may come
          * back at once (a reload rejected in prepare) and process the rest. */
         size_t len = (size_t)(nl - c->in.data);

@@ -25,6 +25,21 @@
 static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents);
 static void proc_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
 
+/* One "worker" event: a process-table entry changed state. */
+static void proc_event(const sup_proc_t *p, const char *state)
+{
+    json_t *ev = json_pack("{s:s,s:I,s:I,s:I,s:s}", "type", "worker", "slot", (json_int_t)p->slot, "pid",
+                           (json_int_t)p->pid, "generation", (json_int_t)(p->gen ? p->gen->number : 0), "state",
+                           state);
+    if (ev && p->last_exit[0] && (!strcmp(state, "exited") || !strcmp(state, "backoff")))
+        json_object_set_new(ev, "exit", json_string(p->last_exit));
+    if (ev && p->fail_reason[0] && !strcmp(state, "exited"))
+        json_object_set_new(ev, "error", json_string(p->fail_reason));
+    if (ev && !strcmp(state, "backoff"))
+        json_object_set_new(ev, "delay_ms", json_integer((json_int_t)p->backoff.delay_ms));
+    sup_event_emit(ev);
+}
+
 /* ---- generations ------------------------------------------------------------------------ */
 
 int sup_gen_new(molt_config_t *cfg, sup_gen_t **out, char *err, size_t errlen)
@@ -205,6 +220,7 @@ static int proc_spawn(sup_proc_t *p)
     p->timer_w.data = p;
     ev_timer_start(S.loop, &p->timer_w);
     molt_info("worker %u started, pid %d", p->slot, (int)pid);
+    proc_event(p, "starting");
     return 0;
 }
 
@@ -295,6 +311,7 @@ void sup_gen_stop(sup_gen_t *gen, bool graceful)
             /* A fast stop may follow a graceful one: send it again. */
             proc_send_stop(p, graceful);
             p->state = SUP_W_DRAINING;
+            proc_event(p, "draining");
             ev_timer_stop(S.loop, &p->timer_w);
         } else {
             proc_release(p); /* BACKOFF or FAILED: nothing runs */
@@ -345,6 +362,7 @@ static void proc_on_ready(sup_proc_t *p, const molt_msg_t *msg)
         }
     }
     molt_info("worker %u (pid %d) ready", p->slot, (int)p->pid);
+    proc_event(p, "ready");
     if (gen->state == SUP_GEN_STARTING && ++gen->nready == gen->nworkers)
         sup_on_gen_ready(gen);
 }
@@ -447,6 +465,7 @@ static void proc_schedule_respawn(sup_proc_t *p)
     ev_timer_stop(S.loop, &p->timer_w);
     ev_timer_init(&p->timer_w, proc_on_timer, delay / 1000.0, 0.);
     ev_timer_start(S.loop, &p->timer_w);
+    proc_event(p, "backoff");
     if (sup_backoff_crashloop(&p->backoff))
         molt_error("worker %u is in a crash loop: %u deaths without a minute of health; next start in %u ms",
                    p->slot, p->backoff.failures, delay);
@@ -489,6 +508,7 @@ void sup_on_child(struct ev_loop *loop, ev_child *w, int revents)
     proc_read_chan(p);
     bool was_starting = p->state == SUP_W_STARTING;
     describe_exit(w->rstatus, p->last_exit, sizeof(p->last_exit));
+    proc_event(p, "exited");
     ev_io_stop(S.loop, &p->chan_w);
     ev_timer_stop(S.loop, &p->timer_w);
     molt_close(&p->chan);

@@ -161,6 +161,12 @@ static void outcome(int result)
     R.counts[result]++;
     json_decref(R.last);
     R.last = o;
+    json_t *ev = json_deep_copy(o);
+    if (ev) {
+        json_object_del(ev, "ok");
+        json_object_set_new(ev, "type", json_string("reload"));
+        sup_event_emit(ev);
+    }
     if (result == RL_COMMITTED)
         molt_notice("reload: committed generation %llu (%s) in %llu ms", (unsigned long long)S.active->number,
                     S.active->id, (unsigned long long)(molt_now_ms() - R.t0));
@@ -232,8 +238,10 @@ static void rl_event(sup_rl_event_t ev, const char *reason)
             reason = NULL;
         }
         phase_leave();
-        if (step.next != R.phase && step.next != SUP_RL_IDLE)
+        if (step.next != R.phase && step.next != SUP_RL_IDLE) {
             molt_info("reload: phase %s", sup_reload_phase_name(step.next));
+            sup_event_emit(json_pack("{s:s,s:s}", "type", "reload", "phase", sup_reload_phase_name(step.next)));
+        }
         R.phase = step.next;
         switch (step.action) {
         case SUP_RLA_PREPARE:

@@ -159,6 +159,9 @@ void sup_reload_shutdown(void);
 void sup_reload_free(void);
 json_t *sup_reload_status_json(void);
 
+/* ctl.c: events for `moltctl events` subscribers. Adds "time_ms"; steals ev. */
+void sup_event_emit(json_t *ev);
+
 /* listen.c */
 int sup_listen_open(const molt_config_t *cfg, int *fds);
 void sup_listen_close(int *fds, size_t n);

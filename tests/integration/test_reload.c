@@ -291,6 +291,50 @@ START_TEST(test_wrk_through_reloads)
 }
 END_TEST
 
+/* moltctl events follows a reload phase by phase, the workers of both
+ * generations, and the outcome; it ends (exit 0) when moltd stops. */
+START_TEST(test_events)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(50));
+    h_start_ready(h);
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof(cmd), "%s -s %s events", H_MOLTCTL, h->sock_path);
+    FILE *f = popen(cmd, "r");
+    H_CHECK(f != NULL, "popen(moltctl events)");
+    h_sleep_ms(300); /* subscribed */
+    set_hello(h, "hello.so", "events\n");
+    h_cmd_t c;
+    H_CHECK(moltctl_reload(h, &c) == 0, "reload failed: %s", c.out);
+    h_cmd_free(&c);
+    h_run(&c, 30000, H_MOLTCTL, "-s", h->sock_path, "stop", (char *)NULL);
+    h_cmd_free(&c);
+    static char out[65536];
+    size_t len = fread(out, 1, sizeof(out) - 1, f);
+    out[len] = '\0';
+    int rc = pclose(f);
+    H_CHECK(rc == 0, "moltctl events exited %d when moltd stopped", rc);
+    const char *want[] = {"\"phase\":\"prepare\"", "\"phase\":\"spawn\"", "\"phase\":\"handoff\"",
+                          "\"phase\":\"verify\"", "\"phase\":\"commit\"", "\"result\":\"committed\"",
+                          "\"generation\":2,\"state\":\"ready\"", "\"generation\":1,\"state\":\"draining\"",
+                          "\"generation\":1,\"state\":\"exited\""};
+    const char *at = out;
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const char *p = strstr(i < 6 ? at : out, want[i]);
+        H_CHECK(p != NULL, "events: no %s (in order) in:\n%s", want[i], out);
+        if (i < 6)
+            at = p; /* the phases and the outcome come in this order; workers anywhere */
+    }
+    /* every line is one JSON object with a type and a time */
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        json_t *o = json_loads(line, 0, NULL);
+        H_CHECK(o && json_is_string(json_object_get(o, "type")) && json_is_integer(json_object_get(o, "time_ms")),
+                "not an event line: %s", line);
+        json_decref(o);
+    }
+}
+END_TEST
+
 static TCase *tcase(const char *name, int timeout)
 {
     TCase *tc = tcase_create(name);
@@ -312,6 +356,7 @@ int main(void)
     tc = tcase("concurrency", 60);
     tcase_add_test(tc, test_coalesced);
     tcase_add_test(tc, test_wrk_through_reloads);
+    tcase_add_test(tc, test_events);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
