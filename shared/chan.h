@@ -45,6 +45,7 @@ typedef enum molt_msg_type {
     MOLT_MSG_STOP = 16,   /* {graceful: bool} stop accepting; finish; exit */
     MOLT_MSG_PAUSE = 17,  /* {} stop accepting (a reload hands over); connections go on */
     MOLT_MSG_RESUME = 18, /* {} accept again (the reload rolled back) */
+    MOLT_MSG_REPORT = 19, /* {} send a STATS message now (the end of a verify window) */
     MOLT_MSG_TYPE_COUNT
 } molt_msg_type_t;
 

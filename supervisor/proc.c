@@ -278,6 +278,19 @@ static void gen_on_kill_deadline(struct ev_loop *loop, ev_timer *w, int revents)
                   (unsigned long long)gen->number, n, n == 1 ? "" : "s");
 }
 
+unsigned sup_gen_request_reports(sup_gen_t *gen)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state == SUP_W_EMPTY || p->gen != gen || p->chan < 0 || p->pid <= 0)
+            continue;
+        if (molt_chan_send(p->chan, MOLT_MSG_REPORT, NULL, NULL, 0) == 0)
+            n++;
+    }
+    return n;
+}
+
 void sup_gen_pause(sup_gen_t *gen, bool pause)
 {
     for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
@@ -378,6 +391,7 @@ static void proc_on_stats(sup_proc_t *p, const molt_msg_t *msg)
     molt_msg_get_u64(msg, "rss", &p->rss);
     if (sup_backoff_on_alive(&p->backoff, molt_now_ms() - p->started_mono))
         molt_info("worker %u has been healthy for a minute: its restart backoff is reset", p->slot);
+    sup_reload_on_stats(p->gen);
 }
 
 /* Reads every message waiting on p's channel. */

@@ -41,9 +41,17 @@ static struct {
     sup_rl_phase_t failed_phase;
     char reason[2304];         /* room for a config error (2048) and a prefix */
     ev_timer timer;            /* the verify window */
+    uint64_t verify_total0;    /* the new generation's responses when the window opened */
+    uint64_t verify_errors0;
+    unsigned reports_pending;  /* REPORTs asked at the end of the window, not yet answered */
     json_t *last;              /* the last outcome */
     unsigned counts[3];        /* committed, rolled_back, rejected */
 } R;
+
+/* Fewer responses than this in the verify window say nothing about an error rate. */
+#define SUP_VERIFY_MIN_RESPONSES 10
+/* How long the end of a verify window waits for the workers' counters. */
+#define SUP_VERIFY_REPORT_WAIT_MS 200
 
 /* Returned by a phase whose outcome comes later, from an event. */
 #define RLE_WAIT ((sup_rl_event_t)SUP_RLE_EVENT_COUNT)
@@ -130,14 +138,77 @@ static sup_rl_event_t reload_handoff(void)
     return SUP_RLE_OK;
 }
 
+/* Responses of the new generation so far: all, and 5xx. */
+static void gen_responses(const sup_gen_t *gen, uint64_t *total, uint64_t *errors)
+{
+    *total = *errors = 0;
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        const sup_proc_t *p = &S.procs[i];
+        if (p->state == SUP_W_EMPTY || p->gen != gen)
+            continue;
+        for (int c = 0; c < 5; c++)
+            *total += p->requests[c];
+        *errors += p->requests[4];
+    }
+}
+
+/*
+ * Judges the stable window: the new generation served real traffic alone (a
+ * death would have failed it already); its 5xx rate over the window, from
+ * the counters its workers report, must be within max_error_rate. Too few
+ * responses to judge (under SUP_VERIFY_MIN_RESPONSES) pass: an idle service
+ * is not a failing one.
+ */
+static void verify_judge(void)
+{
+    ev_timer_stop(S.loop, &R.timer);
+    R.reports_pending = 0;
+    uint64_t total, errors;
+    gen_responses(R.gen, &total, &errors);
+    total -= R.verify_total0;
+    errors -= R.verify_errors0;
+    double rate = total ? (double)errors / (double)total : 0.0;
+    double max = R.gen->cfg->reload.health.max_error_rate;
+    if (total >= SUP_VERIFY_MIN_RESPONSES && rate > max) {
+        char reason[256];
+        snprintf(reason, sizeof(reason),
+                 "5xx rate %.2f (%llu of %llu responses) in the %u ms window exceeds max_error_rate %.2f", rate,
+                 (unsigned long long)errors, (unsigned long long)total, R.gen->cfg->reload.health.stable_ms, max);
+        rl_event(SUP_RLE_FAIL, reason);
+        return;
+    }
+    rl_event(SUP_RLE_OK, NULL);
+}
+
+static void on_reports_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    verify_judge(); /* with the counters that came */
+}
+
+/* The window is over: ask every new worker for its counters now (they
+ * report only every half second otherwise), and judge once all answered. */
 static void on_verify_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)w, (void)revents;
-    rl_event(SUP_RLE_OK, NULL);
+    R.reports_pending = sup_gen_request_reports(R.gen);
+    if (!R.reports_pending) {
+        verify_judge();
+        return;
+    }
+    ev_timer_init(&R.timer, on_reports_deadline, SUP_VERIFY_REPORT_WAIT_MS / 1000.0, 0.);
+    ev_timer_start(S.loop, &R.timer);
+}
+
+void sup_reload_on_stats(const sup_gen_t *gen)
+{
+    if (R.phase == SUP_RL_VERIFY && gen == R.gen && R.reports_pending && --R.reports_pending == 0)
+        verify_judge();
 }
 
 static sup_rl_event_t reload_verify(void)
 {
+    gen_responses(R.gen, &R.verify_total0, &R.verify_errors0);
     ev_timer_init(&R.timer, on_verify_timer, R.gen->cfg->reload.health.stable_ms / 1000.0, 0.);
     ev_timer_start(S.loop, &R.timer);
     return RLE_WAIT;

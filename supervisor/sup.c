@@ -95,12 +95,14 @@ void sup_stop(bool fast)
 
 void sup_on_gen_ready(sup_gen_t *gen)
 {
-    gen->state = SUP_GEN_ACTIVE;
-    gen->served = true;
     if (S.state != SUP_BOOTING) {
+        /* A reload's generation stays "starting" through verify, so that a
+         * death there fails the reload; it becomes active at commit. */
         sup_reload_on_ready(gen);
         return;
     }
+    gen->state = SUP_GEN_ACTIVE;
+    gen->served = true;
     {
         S.active = gen;
         S.state = SUP_RUNNING;

@@ -141,6 +141,11 @@ void sup_on_gen_ready(sup_gen_t *gen);
 void sup_on_gen_failed(sup_gen_t *gen, const char *reason);
 void sup_on_proc_gone(void);
 
+/* Asks every live worker of gen for a STATS report now; how many were asked. */
+unsigned sup_gen_request_reports(sup_gen_t *gen);
+/* A STATS report came from a worker of gen. */
+void sup_reload_on_stats(const sup_gen_t *gen);
+
 /* Tells a generation's workers to stop (true) or resume (false) accepting. */
 void sup_gen_pause(sup_gen_t *gen, bool pause);
 

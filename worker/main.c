@@ -294,6 +294,8 @@ static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
                 stop_graceful(MOLT_EXIT_OK, false);
             else
                 stop_fast(MOLT_EXIT_OK);
+        } else if (msg.type == MOLT_MSG_REPORT) {
+            send_stats();
         } else if (msg.type == MOLT_MSG_PAUSE || msg.type == MOLT_MSG_RESUME) {
             /* A reload hands the listeners to a new generation, or gives them
              * back; connections already open are not affected. */

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <sys/wait.h>
 
 #include <check.h>
 #include <jansson.h>
@@ -291,6 +292,81 @@ START_TEST(test_wrk_through_reloads)
 }
 END_TEST
 
+/*
+ * Verify judges the new generation under real traffic. While it runs, the
+ * old workers accept nothing, so new connections (Connection: close) reach
+ * only the new generation: a 5xx storm there, or a worker dying, rolls back.
+ */
+START_TEST(test_verify_5xx_storm)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(800));
+    h_start_ready(h);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "wrk -t1 -c4 -d3s -H 'Connection: close' http://127.0.0.1:%d/ 2>&1", h->port);
+    FILE *wrk = popen(cmd, "r");
+    H_CHECK(wrk != NULL, "popen(wrk)");
+    h_sleep_ms(300);
+    json_t *p = json_array_get(json_object_get(h->cfg, "plugins"), 0);
+    json_object_set_new(p, "config", json_pack("{s:s,s:i}", "body", "broken\n", "status", 500));
+    h_write_config(h);
+    h_cmd_t c;
+    int rc = moltctl_reload(h, &c);
+    char out[4096];
+    size_t len = fread(out, 1, sizeof(out) - 1, wrk);
+    out[len] = '\0';
+    pclose(wrk);
+    H_CHECK(rc == 1 && strstr(c.out, "rolled back in phase verify: 5xx rate"),
+            "a 5xx storm in the verify window: moltctl reload exited %d: %s (wrk: %s)", rc, c.out, out);
+    h_cmd_free(&c);
+    get_body(h, H_HELLO_BODY, "after the rollback of a 5xx storm");
+}
+END_TEST
+
+START_TEST(test_verify_crash)
+{
+    h_molt_t *h = h_new();
+    h_add_echo(h);
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(1500));
+    h_start_ready(h);
+    pid_t old[2];
+    current_pids(h, old, 2);
+    set_hello(h, "hello.so", "new\n");
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof(cmd), "%s -s %s reload 2>&1", H_MOLTCTL, h->sock_path);
+    FILE *f = popen(cmd, "r");
+    H_CHECK(f != NULL, "popen(moltctl reload)");
+    /* wait for the verify window, then crash a worker of the new generation */
+    long long deadline = h_now_ms() + 5000;
+    bool verifying = false;
+    while (!verifying && h_now_ms() < deadline) {
+        json_t *st = h_status(h);
+        const char *phase = json_string_value(json_object_get(json_object_get(st, "reload"), "phase"));
+        verifying = phase && strcmp(phase, "verify") == 0;
+        json_decref(st);
+        if (!verifying)
+            h_sleep_ms(20);
+    }
+    H_CHECK(verifying, "the reload never reached verify");
+    h_resp_t r;
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/echo/crash", h->port);
+    h_curl(h, &r, url, NULL); /* the worker dies answering: no response is expected */
+    h_resp_free(&r);
+    char out[4096];
+    size_t len = fread(out, 1, sizeof(out) - 1, f);
+    out[len] = '\0';
+    int rc = pclose(f);
+    H_CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1 && strstr(out, "rolled back in phase verify: ") &&
+                strstr(out, "signal 6"),
+            "a crash in the verify window: moltctl reload printed: %s", out);
+    get_body(h, H_HELLO_BODY, "after the rollback of a crash in verify");
+    pid_t now[2];
+    current_pids(h, now, 2);
+    H_CHECK(now[0] == old[0] && now[1] == old[1], "the old workers were replaced");
+}
+END_TEST
+
 /* moltctl events follows a reload phase by phase, the workers of both
  * generations, and the outcome; it ends (exit 0) when moltd stops. */
 START_TEST(test_events)
@@ -352,6 +428,8 @@ int main(void)
     tcase_add_loop_test(tc, test_rollback, 0, (int)(sizeof(broken) / sizeof(broken[0])));
     tcase_add_test(tc, test_rejected);
     tcase_add_test(tc, test_sighup);
+    tcase_add_test(tc, test_verify_5xx_storm);
+    tcase_add_test(tc, test_verify_crash);
     suite_add_tcase(s, tc);
     tc = tcase("concurrency", 60);
     tcase_add_test(tc, test_coalesced);
