@@ -78,6 +78,8 @@ static const ctl_cmd_t ctl_cmds[] = {
     {"status", "[--json]", "show moltd, its generation and its workers", cmd_status},
     {"stop", "[--fast]", "stop moltd and wait until it is gone", cmd_stop},
     {"reload", "[--json]", "deploy the config and plugins as they are now; wait for the outcome", cmd_reload},
+    /* a rollback is a reload to the previous generation: same exchange, same output */
+    {"rollback", "[--json]", "re-activate the previous generation (verified like a reload)", cmd_reload},
     {"events", "", "follow reload and worker events, one JSON object per line", cmd_events},
 };
 
@@ -897,13 +899,14 @@ static int cmd_events(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char
  * request. Prints one line: "committed generation N in X ms", "rolled back in
  * phase P: reason" or "rejected: reason". Exit 0 only when committed.
  */
+/* reload and rollback: the request is the command's name. */
 static int cmd_reload(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv)
 {
     bool as_json = false;
     const ctl_flag_t flags[] = {{"json", &as_json}, {NULL, NULL}};
     int npos, ret;
     ctl_conn_t c;
-    json_t *req = json_pack("{s:s}", "cmd", "reload"), *r = NULL;
+    json_t *req = json_pack("{s:s}", "cmd", cmd->name), *r = NULL;
 
     ret = ctl_parse_args(cmd, argc, argv, flags, &npos);
     if (ret || npos > 0) {

@@ -1152,6 +1152,11 @@ static int cfg_parse(const char *json, size_t len, const char *path, bool dir_mu
     }
     if (parse_root(&p, root) < 0)
         goto out;
+    p.cfg->source = strndup(json, len);
+    if (!p.cfg->source) {
+        cfg_oom(&p, NULL);
+        goto out;
+    }
 
     *out = p.cfg;
     p.cfg = NULL;
@@ -1234,6 +1239,7 @@ void molt_config_free(molt_config_t *cfg)
         return;
     free(cfg->path);
     free(cfg->dir);
+    free(cfg->source);
     for (size_t i = 0; i < cfg->nlisten; i++) {
         free(cfg->listen[i].name);
         free(cfg->listen[i].address);

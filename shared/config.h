@@ -89,6 +89,7 @@ typedef enum molt_log_format {
 typedef struct molt_config {
     char *path; /* absolute path of the file */
     char *dir;  /* its directory, against which relative paths resolve */
+    char *source; /* the exact text it was parsed from (a rollback re-parses it) */
 
     unsigned workers; /* 1..MOLT_CONFIG_MAX_WORKERS; "auto" resolves to the CPU count */
     molt_listen_cfg_t *listen;

@@ -118,6 +118,17 @@ static json_t *cmd_reload(ctl_conn_t *c, const json_t *req)
     return NULL;
 }
 
+static json_t *cmd_rollback(ctl_conn_t *c, const json_t *req)
+{
+    (void)req;
+    c->waiting = true;
+    if (sup_reload_request_kind(true, reload_done, c) == -ENOMEM) {
+        c->waiting = false;
+        return json_pack("{s:b,s:s}", "ok", 0, "error", "out of memory");
+    }
+    return NULL;
+}
+
 /* After the first line, the connection only receives events. */
 static json_t *cmd_events(ctl_conn_t *c, const json_t *req)
 {
@@ -159,6 +170,7 @@ static const struct {
     {"stop", cmd_stop},
     {"reload", cmd_reload},
     {"events", cmd_events},
+    {"rollback", cmd_rollback},
 };
 
 static json_t *ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "shared/chan.h"
 #include "shared/log.h"
@@ -45,6 +46,11 @@ static struct {
     uint64_t verify_errors0;
     unsigned reports_pending;  /* REPORTs asked at the end of the window, not yet answered */
     json_t *last;              /* the last outcome */
+    bool rollback;             /* the running reload re-activates the previous generation */
+    bool rollback_queued;      /* a rollback was asked for while a reload ran */
+    char *prev_source;         /* the config text of the generation active before the last commit */
+    char *prev_dir;            /* its directory: the plugin copies a rollback loads */
+    uint64_t prev_number;
     unsigned counts[3];        /* committed, rolled_back, rejected */
 } R;
 
@@ -63,7 +69,8 @@ static void rl_event(sup_rl_event_t ev, const char *reason);
 
 json_t *sup_reload_status_json(void)
 {
-    return json_pack("{s:s,s:O?,s:{s:I,s:I,s:I}}", "phase", sup_reload_phase_name(R.phase), "last", R.last,
+    return json_pack("{s:s,s:O?,s:o,s:{s:I,s:I,s:I}}", "phase", sup_reload_phase_name(R.phase), "last", R.last,
+                     "rollback_to", R.prev_source ? json_integer((json_int_t)R.prev_number) : json_null(),
                      "counts", "committed", (json_int_t)R.counts[RL_COMMITTED], "rolled_back",
                      (json_int_t)R.counts[RL_ROLLED_BACK], "rejected", (json_int_t)R.counts[RL_REJECTED]);
 }
@@ -92,11 +99,50 @@ static bool same_listeners(const molt_config_t *a, const molt_config_t *b)
 
 /* Parses and validates the config exactly as -t does, and copies the
  * plugins into a new generation directory. Changes nothing on failure. */
+/*
+ * The previous generation's config, as the text it was parsed from, with
+ * every plugin file taken from that generation's directory: exactly what it
+ * ran, whatever plugin_path holds now.
+ */
+static int rollback_config(molt_config_t **out, char *err, size_t len)
+{
+    if (!R.prev_source) {
+        snprintf(err, len, "there is no previous generation to roll back to");
+        return -1;
+    }
+    if (access(R.prev_dir, R_OK | X_OK) < 0) {
+        snprintf(err, len, "the previous generation's directory %s is gone (%s; keep it with reload.keep_generations >= 2)",
+                 R.prev_dir, strerror(errno));
+        return -1;
+    }
+    char ebuf[1900]; /* leaves room for the prefix in err */
+    if (molt_config_load_string(R.prev_source, strlen(R.prev_source), S.config_arg, out, ebuf, sizeof(ebuf)) < 0) {
+        snprintf(err, len, "the previous generation's config no longer loads: %s", ebuf);
+        return -1;
+    }
+    molt_config_t *cfg = *out;
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        const char *base = strrchr(cfg->plugins[i].path, '/');
+        char *copy;
+        if (asprintf(&copy, "%s/%s", R.prev_dir, base ? base + 1 : cfg->plugins[i].path) < 0) {
+            snprintf(err, len, "out of memory");
+            molt_config_free(cfg);
+            *out = NULL;
+            return -1;
+        }
+        free(cfg->plugins[i].path);
+        cfg->plugins[i].path = copy;
+    }
+    return 0;
+}
+
 static sup_rl_event_t reload_prepare(void)
 {
     char err[2048];
     molt_config_t *cfg = NULL;
-    if (molt_config_load(S.config_arg, &cfg, err, sizeof(err)) < 0) {
+    int rc = R.rollback ? rollback_config(&cfg, err, sizeof(err))
+                        : molt_config_load(S.config_arg, &cfg, err, sizeof(err));
+    if (rc < 0) {
         snprintf(R.reason, sizeof(R.reason), "%s", err);
         return SUP_RLE_FAIL;
     }
@@ -259,6 +305,17 @@ static void outcome(int result)
 static sup_rl_event_t reload_commit(void)
 {
     sup_gen_t *old = S.active;
+    /* What a rollback goes back to: the generation being replaced. */
+    free(R.prev_source);
+    free(R.prev_dir);
+    R.prev_source = old->cfg->source ? strdup(old->cfg->source) : NULL;
+    R.prev_dir = old->dir ? strdup(old->dir) : NULL;
+    R.prev_number = old->number;
+    if (!R.prev_source || !R.prev_dir) {
+        free(R.prev_source);
+        free(R.prev_dir);
+        R.prev_source = R.prev_dir = NULL;
+    }
     R.gen->state = SUP_GEN_ACTIVE;
     R.gen->served = true;
     S.active = R.gen;
@@ -287,12 +344,18 @@ static void reload_start(void)
     R.waiters = R.queued;
     R.queued = NULL;
     R.queued_any = false;
+    R.rollback = R.rollback_queued;
+    R.rollback_queued = false;
     R.t0 = R.phase_t0 = molt_now_ms();
     R.reason[0] = '\0';
     R.failed_phase = SUP_RL_IDLE;
     json_decref(R.phase_ms);
     R.phase_ms = json_object();
-    molt_notice("reload: started (config %s)", S.config_arg);
+    if (R.rollback)
+        molt_notice("rollback: started (back to the config and plugins of generation %llu)",
+                    (unsigned long long)R.prev_number);
+    else
+        molt_notice("reload: started (config %s)", S.config_arg);
     rl_event(SUP_RLE_REQUEST, NULL);
 }
 
@@ -352,6 +415,23 @@ static void rl_event(sup_rl_event_t ev, const char *reason)
 
 int sup_reload_request(sup_reload_done_fn done, void *arg)
 {
+    return sup_reload_request_kind(false, done, arg);
+}
+
+int sup_reload_request_kind(bool rollback, sup_reload_done_fn done, void *arg)
+{
+    /* A rollback is not coalesced with reloads: it names one generation to
+     * go back to, which a reload running now would change. */
+    if (rollback && (R.phase != SUP_RL_IDLE || R.queued || R.queued_any) && S.state == SUP_RUNNING) {
+        if (done) {
+            json_t *o = json_pack("{s:b,s:s,s:s,s:s}", "ok", 0, "result", "rejected", "error",
+                                  "a reload is in progress; roll back after it", "reason",
+                                  "a reload is in progress; roll back after it");
+            done(arg, o);
+            json_decref(o);
+        }
+        return -EBUSY;
+    }
     if (S.state != SUP_RUNNING) {
         if (done) {
             json_t *o = json_pack("{s:b,s:s,s:s}", "ok", 0, "result", "rejected", "error",
@@ -372,6 +452,7 @@ int sup_reload_request(sup_reload_done_fn done, void *arg)
     } else {
         R.queued_any = true;
     }
+    R.rollback_queued = rollback;
     if (R.phase == SUP_RL_IDLE)
         reload_start();
     else
@@ -430,5 +511,7 @@ void sup_reload_free(void)
     ev_timer_stop(S.loop, &R.timer);
     json_decref(R.last);
     json_decref(R.phase_ms);
+    free(R.prev_source);
+    free(R.prev_dir);
     memset(&R, 0, sizeof(R));
 }

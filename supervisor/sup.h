@@ -155,6 +155,9 @@ typedef void (*sup_reload_done_fn)(void *arg, json_t *outcome);
  * reload that covers this request (possibly before this returns). done NULL:
  * nobody waits (SIGHUP). 0 or -errno. */
 int sup_reload_request(sup_reload_done_fn done, void *arg);
+/* rollback: re-activate the generation that was active before the last
+ * commit (its config text and plugin copies), through the same phases. */
+int sup_reload_request_kind(bool rollback, sup_reload_done_fn done, void *arg);
 /* A waiter went away (its control connection closed): forget it. */
 void sup_reload_forget(void *arg);
 void sup_reload_on_ready(sup_gen_t *gen);

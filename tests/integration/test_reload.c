@@ -367,6 +367,40 @@ START_TEST(test_verify_crash)
 }
 END_TEST
 
+/* moltctl rollback re-activates the previous generation as it ran (its
+ * config and its plugin copies), not what the config file says now. */
+START_TEST(test_rollback_command)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(50));
+    h_start_ready(h);
+    h_cmd_t c;
+    int rc = h_run(&c, 30000, H_MOLTCTL, "-s", h->sock_path, "rollback", (char *)NULL);
+    H_CHECK(rc == 1 && strstr(c.out, "rejected: there is no previous generation"),
+            "rollback with nothing to go back to: exit %d: %s", rc, c.out);
+    h_cmd_free(&c);
+
+    set_hello(h, "hello.so", "B\n");
+    H_CHECK(moltctl_reload(h, &c) == 0, "reload to B: %s", c.out);
+    h_cmd_free(&c);
+    set_hello(h, "hello.so", "C (in the file, never reloaded)\n");
+    rc = h_run(&c, 30000, H_MOLTCTL, "-s", h->sock_path, "rollback", (char *)NULL);
+    H_CHECK(rc == 0 && strncmp(c.out, "committed generation 3 in ", 26) == 0, "rollback: exit %d: %s", rc, c.out);
+    h_cmd_free(&c);
+    get_body(h, H_HELLO_BODY, "after the rollback (generation 1's config)");
+    json_t *st = h_status(h);
+    H_CHECK(json_integer_value(json_object_get(json_object_get(st, "reload"), "rollback_to")) == 2,
+            "status.reload.rollback_to is not 2 after rolling back from generation 2");
+    json_decref(st);
+
+    /* rolling back again goes back to B */
+    rc = h_run(&c, 30000, H_MOLTCTL, "-s", h->sock_path, "rollback", (char *)NULL);
+    H_CHECK(rc == 0, "second rollback: exit %d: %s", rc, c.out);
+    h_cmd_free(&c);
+    get_body(h, "B\n", "after the second rollback");
+}
+END_TEST
+
 /* moltctl events follows a reload phase by phase, the workers of both
  * generations, and the outcome; it ends (exit 0) when moltd stops. */
 START_TEST(test_events)
@@ -430,6 +464,7 @@ int main(void)
     tcase_add_test(tc, test_sighup);
     tcase_add_test(tc, test_verify_5xx_storm);
     tcase_add_test(tc, test_verify_crash);
+    tcase_add_test(tc, test_rollback_command);
     suite_add_tcase(s, tc);
     tc = tcase("concurrency", 60);
     tcase_add_test(tc, test_coalesced);
