@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shared/log.h"
 #include "worker/host.h"
 #include "worker/plugins.h"
 
@@ -96,9 +97,7 @@ int wrk_hooks_build(wrk_hooks_t *hs, struct molt_instance *insts, size_t ninsts)
     if (!total)
         return 0;
     hs->cbs = calloc(total, sizeof(*hs->cbs));
-    hs->disabled = calloc(total, 1);
-    hs->prio = calloc(total, sizeof(*hs->prio));
-    if (!hs->cbs || !hs->disabled || !hs->prio)
+    if (!hs->cbs)
         goto fail;
     for (size_t i = 0; i < ninsts; i++) {
         const molt_plugin_t *d = &insts[i].dso->desc;
@@ -115,6 +114,8 @@ int wrk_hooks_build(wrk_hooks_t *hs, struct molt_instance *insts, size_t ninsts)
     for (unsigned h = 0; h < MOLT_HOOK_COUNT; h++) {
         if (!hs->n[h])
             continue;
+        if (hs->n[h] > hs->nmax)
+            hs->nmax = hs->n[h];
         hs->by_hook[h] = calloc(hs->n[h], sizeof(wrk_cb_t *));
         if (!hs->by_hook[h])
             goto fail;
@@ -135,25 +136,28 @@ void wrk_hooks_free(wrk_hooks_t *hs)
     for (unsigned h = 0; h < MOLT_HOOK_COUNT; h++)
         free(hs->by_hook[h]);
     free(hs->cbs);
-    free(hs->disabled);
-    free(hs->prio);
     memset(hs, 0, sizeof(*hs));
 }
 
 /* Starts an overlay from the configured state. */
-static void overlay_begin(wrk_hooks_t *hs)
+static void overlay_begin(const wrk_hooks_t *hs, wrk_overlay_t *ov)
 {
-    if (hs->dirty)
+    if (ov->dirty)
         return;
-    memset(hs->disabled, 0, hs->ncbs);
+    memset(ov->disabled, 0, hs->ncbs);
     for (size_t i = 0; i < hs->ncbs; i++)
-        hs->prio[i] = hs->cbs[i].priority;
-    hs->dirty = true;
+        ov->prio[i] = hs->cbs[i].priority;
+    ov->dirty = true;
 }
 
-void wrk_hooks_txn_reset(wrk_hooks_t *hs)
+void wrk_overlay_reset(wrk_overlay_t *ov)
 {
-    hs->dirty = false;
+    ov->dirty = false;
+}
+
+static bool dirty(const wrk_overlay_t *ov)
+{
+    return ov && ov->dirty;
 }
 
 static int call_cb(const wrk_cb_t *cb, void *obj)
@@ -172,82 +176,104 @@ static int call_cb(const wrk_cb_t *cb, void *obj)
     return rc;
 }
 
-/* Is a before b in the effective order of the overlay? */
-static bool overlay_before(const wrk_hooks_t *hs, const wrk_cb_t *a, const wrk_cb_t *b)
+int wrk_hooks_call_txn(const wrk_cb_t *cb, molt_txn_t *txn)
 {
-    if (hs->prio[a->id] != hs->prio[b->id])
-        return hs->prio[a->id] < hs->prio[b->id];
+    return call_cb(cb, txn);
+}
+
+/* Is a before b in the effective order of the overlay? */
+static bool overlay_before(const wrk_overlay_t *ov, const wrk_cb_t *a, const wrk_cb_t *b)
+{
+    if (ov->prio[a->id] != ov->prio[b->id])
+        return ov->prio[a->id] < ov->prio[b->id];
     return a->id < b->id;
 }
 
+void wrk_walk_begin(wrk_walk_t *w, const wrk_hooks_t *hs, molt_hook_id_t hook, uint8_t *ran)
+{
+    w->hook = hook;
+    w->cursor = 0;
+    w->ran = ran;
+    if (hs->n[hook])
+        memset(ran, 0, hs->n[hook]);
+}
+
 /*
- * Walks a hook's callbacks. Without an overlay this is the sorted array in
- * order; once a callback (or an earlier one in the transaction) edits the
- * overlay, each next callback is the first in the overlay's order among
- * those that have not run, so an edit affects exactly the callbacks not run.
+ * Without an overlay this is the sorted array in order; once a callback (or
+ * an earlier one in the transaction) edits the overlay, each next callback
+ * is the first in the overlay's order among those that have not run.
  */
+const wrk_cb_t *wrk_walk_next(const wrk_hooks_t *hs, const wrk_overlay_t *ov, wrk_walk_t *w)
+{
+    size_t n = hs->n[w->hook];
+    wrk_cb_t **list = hs->by_hook[w->hook];
+    ssize_t pick = -1;
+    if (!dirty(ov)) {
+        while (w->cursor < n && w->ran[w->cursor])
+            w->cursor++;
+        if (w->cursor < n)
+            pick = (ssize_t)w->cursor;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (w->ran[i] || ov->disabled[list[i]->id])
+                continue;
+            if (pick < 0 || overlay_before(ov, list[i], list[pick]))
+                pick = (ssize_t)i;
+        }
+    }
+    if (pick < 0)
+        return NULL;
+    w->ran[pick] = 1;
+    return list[pick];
+}
+
 /* How a walk stops: never, at the first callback that does not continue, or
  * only at a failure (global and session hooks, where MOLT_DONE means nothing). */
 typedef enum run_stop { RUN_ALL = 0, RUN_STOP_ANY = 1, RUN_STOP_ERROR = 2 } run_stop_t;
 
-static int run(wrk_hooks_t *hs, molt_hook_id_t hook, void *obj, run_stop_t stop, const wrk_cb_t **culprit)
+/* A whole walk in one go, for the hooks that cannot suspend. */
+static int run(const wrk_hooks_t *hs, const wrk_overlay_t *ov, molt_hook_id_t hook, void *obj,
+               run_stop_t stop, const wrk_cb_t **culprit)
 {
-    size_t n = hs->n[hook];
-    wrk_cb_t **list = hs->by_hook[hook];
     uint8_t ran[WRK_HOOKS_MAX];
-    size_t cursor = 0;
-    if (!n)
+    wrk_walk_t w;
+    const wrk_cb_t *cb;
+    if (!hs->n[hook])
         return MOLT_CONTINUE;
-    memset(ran, 0, n);
-    for (;;) {
-        ssize_t pick = -1;
-        if (!hs->dirty) {
-            while (cursor < n && ran[cursor])
-                cursor++;
-            if (cursor < n)
-                pick = (ssize_t)cursor;
-        } else {
-            for (size_t i = 0; i < n; i++) {
-                if (ran[i] || hs->disabled[list[i]->id])
-                    continue;
-                if (pick < 0 || overlay_before(hs, list[i], list[pick]))
-                    pick = (ssize_t)i;
-            }
+    wrk_walk_begin(&w, hs, hook, ran);
+    while ((cb = wrk_walk_next(hs, ov, &w))) {
+        int rc = call_cb(cb, obj);
+        if (rc == MOLT_SUSPEND) {
+            molt_warn("plugin %s: %s callback %s returned MOLT_SUSPEND, which only the handler and "
+                      "txn_start / request_headers callbacks may; treated as MOLT_ERROR",
+                      cb->inst->cfg->name, hook_names[hook], cb->name);
+            rc = MOLT_ERROR;
         }
-        if (pick < 0)
-            return MOLT_CONTINUE;
-        ran[pick] = 1;
-        int rc = call_cb(list[pick], obj);
         if (rc != MOLT_CONTINUE && (stop == RUN_STOP_ANY || (stop == RUN_STOP_ERROR && rc != MOLT_DONE))) {
             if (culprit)
-                *culprit = list[pick];
+                *culprit = cb;
             return rc == MOLT_DONE ? MOLT_DONE : MOLT_ERROR;
         }
     }
+    return MOLT_CONTINUE;
 }
 
-int wrk_hooks_run_txn(wrk_hooks_t *hs, molt_hook_id_t hook, molt_txn_t *txn, bool stop, const wrk_cb_t **culprit)
+int wrk_hooks_run_txn(const wrk_hooks_t *hs, const wrk_overlay_t *ov, molt_hook_id_t hook, molt_txn_t *txn,
+                      bool stop, const wrk_cb_t **culprit)
 {
-    return run(hs, hook, txn, stop ? RUN_STOP_ANY : RUN_ALL, culprit);
+    return run(hs, ov, hook, txn, stop ? RUN_STOP_ANY : RUN_ALL, culprit);
 }
 
-int wrk_hooks_run_session(wrk_hooks_t *hs, molt_hook_id_t hook, molt_session_t *ses, const wrk_cb_t **culprit)
+/* Session and global callbacks are not subject to a transaction's overlay. */
+int wrk_hooks_run_session(const wrk_hooks_t *hs, molt_hook_id_t hook, molt_session_t *ses,
+                          const wrk_cb_t **culprit)
 {
-    /* Session and global callbacks are not subject to a transaction's overlay. */
-    bool dirty = hs->dirty;
-    hs->dirty = false;
-    int rc = run(hs, hook, ses, hook == MOLT_HOOK_SESSION_OPEN ? RUN_STOP_ERROR : RUN_ALL, culprit);
-    hs->dirty = dirty;
-    return rc;
+    return run(hs, NULL, hook, ses, hook == MOLT_HOOK_SESSION_OPEN ? RUN_STOP_ERROR : RUN_ALL, culprit);
 }
 
-int wrk_hooks_run_global(wrk_hooks_t *hs, molt_hook_id_t hook, const wrk_cb_t **culprit)
+int wrk_hooks_run_global(const wrk_hooks_t *hs, molt_hook_id_t hook, const wrk_cb_t **culprit)
 {
-    bool dirty = hs->dirty;
-    hs->dirty = false;
-    int rc = run(hs, hook, NULL, RUN_STOP_ERROR, culprit);
-    hs->dirty = dirty;
-    return rc;
+    return run(hs, NULL, hook, NULL, RUN_STOP_ERROR, culprit);
 }
 
 static bool cb_matches(const wrk_cb_t *cb, const char *instance, const char *callback)
@@ -255,59 +281,63 @@ static bool cb_matches(const wrk_cb_t *cb, const char *instance, const char *cal
     return strcmp(cb->inst->cfg->name, instance) == 0 && (!callback || strcmp(cb->name, callback) == 0);
 }
 
-int wrk_hooks_set_enabled(wrk_hooks_t *hs, molt_hook_id_t hook, const char *instance, const char *callback,
-                          bool enabled)
+int wrk_hooks_set_enabled(const wrk_hooks_t *hs, wrk_overlay_t *ov, molt_hook_id_t hook, const char *instance,
+                          const char *callback, bool enabled)
 {
     int n = 0;
-    if ((unsigned)hook >= MOLT_HOOK_COUNT || !instance)
+    if ((unsigned)hook >= MOLT_HOOK_COUNT || !instance || !ov)
         return 0;
     for (size_t i = 0; i < hs->n[hook]; i++) {
         const wrk_cb_t *cb = hs->by_hook[hook][i];
         if (!cb_matches(cb, instance, callback))
             continue;
-        overlay_begin(hs);
-        hs->disabled[cb->id] = !enabled;
+        overlay_begin(hs, ov);
+        ov->disabled[cb->id] = !enabled;
         n++;
     }
     return n;
 }
 
-int wrk_hooks_set_priority(wrk_hooks_t *hs, molt_hook_id_t hook, const char *instance, const char *callback,
-                           int priority)
+int wrk_hooks_set_priority(const wrk_hooks_t *hs, wrk_overlay_t *ov, molt_hook_id_t hook,
+                           const char *instance, const char *callback, int priority)
 {
     int n = 0;
-    if ((unsigned)hook >= MOLT_HOOK_COUNT || !instance || priority < -1000 || priority > 1000)
+    if ((unsigned)hook >= MOLT_HOOK_COUNT || !instance || !ov || priority < -1000 || priority > 1000)
         return 0;
     for (size_t i = 0; i < hs->n[hook]; i++) {
         const wrk_cb_t *cb = hs->by_hook[hook][i];
         if (!cb_matches(cb, instance, callback))
             continue;
-        overlay_begin(hs);
-        hs->prio[cb->id] = priority;
+        overlay_begin(hs, ov);
+        ov->prio[cb->id] = priority;
         n++;
     }
     return n;
 }
 
-int wrk_hooks_disable_instance(wrk_hooks_t *hs, const char *instance)
+int wrk_hooks_disable_instance(const wrk_hooks_t *hs, wrk_overlay_t *ov, const char *instance)
 {
     int n = 0;
+    if (!ov)
+        return 0;
     for (size_t i = 0; i < hs->ncbs; i++) {
         if (strcmp(hs->cbs[i].inst->cfg->name, instance) != 0)
             continue;
-        overlay_begin(hs);
-        hs->disabled[i] = 1;
+        overlay_begin(hs, ov);
+        ov->disabled[i] = 1;
         n++;
     }
     return n;
 }
 
-int wrk_hooks_list(wrk_hooks_t *hs, molt_hook_id_t hook, molt_cb_info_t *out, size_t max)
+int wrk_hooks_list(const wrk_hooks_t *hs, const wrk_overlay_t *ov, molt_hook_id_t hook, molt_cb_info_t *out,
+                   size_t max)
 {
     if ((unsigned)hook >= MOLT_HOOK_COUNT)
         return 0;
     size_t n = hs->n[hook];
     wrk_cb_t **list = hs->by_hook[hook];
+    bool edited = dirty(ov);
     uint8_t used[WRK_HOOKS_MAX];
     memset(used, 0, n);
     for (size_t k = 0; k < n; k++) {
@@ -316,7 +346,7 @@ int wrk_hooks_list(wrk_hooks_t *hs, molt_hook_id_t hook, molt_cb_info_t *out, si
         for (size_t i = 0; i < n; i++) {
             if (used[i])
                 continue;
-            if (!found || (hs->dirty ? overlay_before(hs, list[i], list[pick]) : i < pick)) {
+            if (!found || (edited ? overlay_before(ov, list[i], list[pick]) : i < pick)) {
                 pick = i;
                 found = true;
             }
@@ -326,8 +356,8 @@ int wrk_hooks_list(wrk_hooks_t *hs, molt_hook_id_t hook, molt_cb_info_t *out, si
             const wrk_cb_t *cb = list[pick];
             out[k].instance = cb->inst->cfg->name;
             out[k].callback = cb->name;
-            out[k].priority = hs->dirty ? hs->prio[cb->id] : cb->priority;
-            out[k].enabled = hs->dirty ? !hs->disabled[cb->id] : 1;
+            out[k].priority = edited ? ov->prio[cb->id] : cb->priority;
+            out[k].enabled = edited ? !ov->disabled[cb->id] : 1;
         }
     }
     return (int)n;

@@ -11,6 +11,8 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include <ev.h>
+
 #include "shared/config.h"
 
 #include "shared/log.h"
@@ -20,7 +22,7 @@
 #include "worker/txn.h"
 
 struct molt_instance *wrk_host_current;
-unsigned char *wrk_host_ctx_block;
+struct ev_loop *wrk_host_loop;
 struct wrk_plugins *wrk_host_plugins;
 
 static const char *h_instance_name(const molt_instance_t *inst)
@@ -193,8 +195,7 @@ static int h_resp_status(const molt_txn_t *txn)
 
 static int h_txn_set_ptr(molt_txn_t *txn, void *ptr, void (*release)(void *ptr))
 {
-    (void)txn;
-    wrk_txn_ptr_t *p = wrk_pipeline_ptr(wrk_host_current);
+    wrk_txn_ptr_t *p = wrk_pipeline_ptr(txn, wrk_host_current);
     if (!p)
         return MOLT_ERROR;
     if (p->ptr && p->release && p->ptr != ptr)
@@ -206,8 +207,7 @@ static int h_txn_set_ptr(molt_txn_t *txn, void *ptr, void (*release)(void *ptr))
 
 static void *h_txn_get_ptr(molt_txn_t *txn)
 {
-    (void)txn;
-    wrk_txn_ptr_t *p = wrk_pipeline_ptr(wrk_host_current);
+    wrk_txn_ptr_t *p = wrk_pipeline_ptr(txn, wrk_host_current);
     return p ? p->ptr : NULL;
 }
 
@@ -244,36 +244,39 @@ static const char *caller(void)
 
 static int h_txn_disable_instance(molt_txn_t *txn, const char *instance)
 {
-    (void)txn;
     if (!instance || !wrk_plugins_find(wrk_pipeline_plugins(), instance)) {
         molt_warn("plugin %s: txn_disable_instance: no instance named \"%s\"", caller(),
                   instance ? instance : "(null)");
         return MOLT_ERROR;
     }
-    wrk_hooks_disable_instance(wrk_pipeline_hooks(), instance);
+    wrk_overlay_t *ov = wrk_pipeline_overlay(txn);
+    if (!ov)
+        return MOLT_ERROR;
+    wrk_hooks_disable_instance(wrk_pipeline_hooks(), ov, instance);
     return MOLT_OK;
 }
 
 static int h_txn_hook_list(molt_txn_t *txn, molt_hook_id_t hook, molt_cb_info_t *out, size_t max)
 {
-    (void)txn;
-    return wrk_hooks_list(wrk_pipeline_hooks(), hook, out, out ? max : 0);
+    return wrk_hooks_list(wrk_pipeline_hooks(), wrk_pipeline_overlay(txn), hook, out, out ? max : 0);
 }
 
 static int h_txn_hook_enable(molt_txn_t *txn, molt_hook_id_t hook, const char *instance, const char *callback,
                              int enabled)
 {
-    (void)txn;
-    return wrk_hooks_set_enabled(wrk_pipeline_hooks(), hook, instance, callback, enabled != 0) > 0 ? MOLT_OK
-                                                                                                 : MOLT_ERROR;
+    return wrk_hooks_set_enabled(wrk_pipeline_hooks(), wrk_pipeline_overlay(txn), hook, instance, callback,
+                                 enabled != 0) > 0
+               ? MOLT_OK
+               : MOLT_ERROR;
 }
 
-static int h_txn_hook_priority(molt_txn_t *txn, molt_hook_id_t hook, const char *instance, const char *callback,
-                               int priority)
+static int h_txn_hook_priority(molt_txn_t *txn, molt_hook_id_t hook, const char *instance,
+                               const char *callback, int priority)
 {
-    (void)txn;
-    return wrk_hooks_set_priority(wrk_pipeline_hooks(), hook, instance, callback, priority) > 0 ? MOLT_OK
-                                                                                              : MOLT_ERROR;
+    return wrk_hooks_set_priority(wrk_pipeline_hooks(), wrk_pipeline_overlay(txn), hook, instance, callback,
+                                  priority) > 0
+               ? MOLT_OK
+               : MOLT_ERROR;
 }
 
 static int h_api_publish(molt_instance_t *inst, const char *api_name, uint32_t version, const void *api)
@@ -340,11 +343,218 @@ static const void *h_api_lookup(const molt_instance_t *inst, const char *provide
 
 static void *h_txn_ctx(molt_txn_t *txn)
 {
-    (void)txn;
-    struct molt_instance *inst = wrk_host_current;
-    if (!inst || !inst->dso->desc.txn_ctx_size || !wrk_host_ctx_block)
+    return wrk_pipeline_ctx(txn, wrk_host_current);
+}
+
+/* ---- asynchronous work ------------------------------------------------------------------- */
+
+static int h_txn_resume(molt_txn_t *txn, int rc)
+{
+    return wrk_pipeline_resume(txn, rc);
+}
+
+/*
+ * Timers and fd watchers: libev watchers on the worker's loop, each on its
+ * instance's list so that the host can cancel what is left at stop. A
+ * callback runs as its instance (wrk_host_current). Freeing from inside a
+ * callback is deferred until it returns (`in_cb`, `dead`).
+ */
+struct molt_timer {
+    ev_timer w;
+    struct molt_instance *inst;
+    struct molt_timer *prev, *next; /* inst->timers */
+    void (*fn)(molt_timer_t *t, void *arg);
+    void *arg;
+    bool repeat;
+    bool in_cb; /* fn is running: free when it returns */
+    bool dead;  /* stopped (and off the list): free when fn returns */
+};
+
+struct molt_watch {
+    ev_io w;
+    struct molt_instance *inst;
+    struct molt_watch *prev, *next; /* inst->watches */
+    void (*fn)(molt_watch_t *w, int fd, int revents, void *arg);
+    void *arg;
+    bool in_cb;
+    bool dead;
+};
+
+/* The owner named by a plugin: inst, or the calling instance for NULL. */
+static struct molt_instance *owner(molt_instance_t *inst, const char *what)
+{
+    if (!inst)
+        inst = wrk_host_current;
+    if (!inst) {
+        molt_warn("plugin ?: %s needs an instance (NULL is only allowed from within a callback)", what);
         return NULL;
-    return wrk_host_ctx_block + inst->ctx_off;
+    }
+    if (!wrk_host_loop) {
+        molt_warn("plugin %s: %s: no event loop in this process", inst->cfg->name, what);
+        return NULL;
+    }
+    return inst;
+}
+
+static void timer_unlink(molt_timer_t *t)
+{
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        t->inst->timers = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+}
+
+/* Stops t and takes it off its list; frees it unless its callback is running. */
+static void timer_kill(molt_timer_t *t)
+{
+    ev_timer_stop(wrk_host_loop, &t->w);
+    timer_unlink(t);
+    t->dead = true;
+    if (!t->in_cb)
+        free(t);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    molt_timer_t *t = (molt_timer_t *)w;
+    (void)loop, (void)revents;
+    struct molt_instance *saved = wrk_host_current;
+    wrk_host_current = t->inst;
+    t->in_cb = true;
+    t->fn(t, t->arg);
+    t->in_cb = false;
+    wrk_host_current = saved;
+    if (t->dead)
+        free(t);
+    else if (!t->repeat)
+        timer_kill(t); /* a one-shot timer is done */
+}
+
+static molt_timer_t *h_timer_start(molt_instance_t *inst, uint64_t after_ms, uint64_t repeat_ms,
+                                   void (*fn)(molt_timer_t *t, void *arg), void *arg)
+{
+    struct molt_instance *o = owner(inst, "timer_start");
+    if (!o)
+        return NULL;
+    if (!fn) {
+        molt_warn("plugin %s: timer_start without a callback", o->cfg->name);
+        return NULL;
+    }
+    molt_timer_t *t = calloc(1, sizeof(*t));
+    if (!t) {
+        molt_warn("plugin %s: timer_start: out of memory", o->cfg->name);
+        return NULL;
+    }
+    t->inst = o;
+    t->fn = fn;
+    t->arg = arg;
+    t->repeat = repeat_ms > 0;
+    ev_timer_init(&t->w, timer_cb, after_ms / 1000.0, repeat_ms / 1000.0);
+    t->next = o->timers;
+    if (t->next)
+        t->next->prev = t;
+    o->timers = t;
+    /* Counted from now, not from when the loop last woke up (a plugin may
+     * start a timer after a long callback). */
+    ev_now_update(wrk_host_loop);
+    ev_timer_start(wrk_host_loop, &t->w);
+    return t;
+}
+
+static void h_timer_stop(molt_timer_t *t)
+{
+    if (t && !t->dead)
+        timer_kill(t);
+}
+
+static void watch_unlink(molt_watch_t *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        w->inst->watches = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+}
+
+static void watch_kill(molt_watch_t *w)
+{
+    ev_io_stop(wrk_host_loop, &w->w);
+    watch_unlink(w);
+    w->dead = true;
+    if (!w->in_cb)
+        free(w);
+}
+
+static void watch_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    molt_watch_t *w = (molt_watch_t *)io;
+    (void)loop;
+    int ev = (revents & EV_READ ? MOLT_EV_READ : 0) | (revents & EV_WRITE ? MOLT_EV_WRITE : 0);
+    struct molt_instance *saved = wrk_host_current;
+    wrk_host_current = w->inst;
+    w->in_cb = true;
+    w->fn(w, w->w.fd, ev, w->arg);
+    w->in_cb = false;
+    wrk_host_current = saved;
+    if (w->dead)
+        free(w);
+}
+
+static molt_watch_t *h_fd_watch(molt_instance_t *inst, int fd, int events,
+                                void (*fn)(molt_watch_t *w, int fd, int revents, void *arg), void *arg)
+{
+    struct molt_instance *o = owner(inst, "fd_watch");
+    if (!o)
+        return NULL;
+    if (fd < 0 || !fn || !events || (events & ~(MOLT_EV_READ | MOLT_EV_WRITE))) {
+        molt_warn("plugin %s: fd_watch needs an fd, a callback and events MOLT_EV_READ and/or MOLT_EV_WRITE "
+                  "(got fd %d, events %d)",
+                  o->cfg->name, fd, events);
+        return NULL;
+    }
+    molt_watch_t *w = calloc(1, sizeof(*w));
+    if (!w) {
+        molt_warn("plugin %s: fd_watch: out of memory", o->cfg->name);
+        return NULL;
+    }
+    w->inst = o;
+    w->fn = fn;
+    w->arg = arg;
+    ev_io_init(&w->w, watch_cb, fd,
+               (events & MOLT_EV_READ ? EV_READ : 0) | (events & MOLT_EV_WRITE ? EV_WRITE : 0));
+    w->next = o->watches;
+    if (w->next)
+        w->next->prev = w;
+    o->watches = w;
+    ev_io_start(wrk_host_loop, &w->w);
+    return w;
+}
+
+static void h_fd_unwatch(molt_watch_t *w)
+{
+    if (w && !w->dead)
+        watch_kill(w);
+}
+
+void wrk_host_cancel_async(struct molt_instance *inst)
+{
+    unsigned ntimers = 0, nwatches = 0;
+    while (inst->timers) {
+        timer_kill(inst->timers);
+        ntimers++;
+    }
+    while (inst->watches) {
+        watch_kill(inst->watches);
+        nwatches++;
+    }
+    if (ntimers + nwatches)
+        molt_info("plugin %s: cancelled %u timers and %u fd watchers at stop", inst->cfg->name, ntimers,
+                  nwatches);
 }
 
 const molt_host_api_t wrk_host_api = {
@@ -379,4 +589,9 @@ const molt_host_api_t wrk_host_api = {
     .txn_hook_priority = h_txn_hook_priority,
     .api_publish = h_api_publish,
     .api_lookup = h_api_lookup,
+    .txn_resume = h_txn_resume,
+    .timer_start = h_timer_start,
+    .timer_stop = h_timer_stop,
+    .fd_watch = h_fd_watch,
+    .fd_unwatch = h_fd_unwatch,
 };

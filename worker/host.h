@@ -11,13 +11,20 @@ extern const molt_host_api_t wrk_host_api;
  * Traffic Server reload design). */
 extern struct molt_instance *wrk_host_current;
 
-/* The per-transaction context block for the transaction being dispatched
- * (zeroed by the dispatcher); txn_ctx() hands out each instance's part. */
-extern unsigned char *wrk_host_ctx_block;
+/* The worker's event loop, for the timers and fd watchers of plugins (set
+ * before plugins are loaded: init may start a timer); NULL: none. */
+struct ev_loop;
+extern struct ev_loop *wrk_host_loop;
 
 /* The plugin set being initialised or served (set by wrk_plugins_load(),
  * cleared by wrk_plugins_unload()): api_lookup() runs in init, before the
  * pipeline exists. */
 extern struct wrk_plugins *wrk_host_plugins;
+
+/*
+ * Stops and frees every timer and fd watcher the instance still has, and
+ * logs how many if any: at worker stop, after WORKER_STOP and before fini.
+ */
+void wrk_host_cancel_async(struct molt_instance *inst);
 
 #endif

@@ -32,6 +32,16 @@
  * pipelined request. Output is sent once per event (one send()); only a
  * short write starts a write watcher.
  *
+ * Suspended transactions. A handler may leave its transaction unfinished
+ * (txn->suspended): the connection then parses nothing more, so a pipelined
+ * request waits behind it, and runs no header or keep-alive timer; it keeps
+ * reading only to notice the client going away, appending what arrives to
+ * conn->pending (at most HTTP_HELD_MAX bytes, then reading stops). EOF or an
+ * error calls the server's abort callback and frees the connection.
+ * wrk_http_txn_complete() queues the response as conn_dispatch() would have,
+ * sends it, and feeds the write watcher an event so that pipelined input and
+ * closing are handled from the loop, never from the caller's stack.
+ *
  * Timers: one per connection, lazily re-armed (libev's "be smart about
  * timeouts", variant 3). State changes only move conn fields (idle_since,
  * last_read, ...); the timer fires at the earliest time it might matter,
@@ -82,6 +92,8 @@
 #define HTTP_KEEP_BUF_MAX (64 * 1024)
 #define HTTP_KEEP_HEAD_MAX (8 * 1024)
 #define HTTP_KEEP_HDRS_MAX 64
+/* Input kept while a transaction is suspended: reading stops at this much. */
+#define HTTP_HELD_MAX (64 * 1024)
 
 #define SERVER_LINE "Server: molt/" MOLT_VERSION "\r\n"
 
@@ -176,6 +188,8 @@ struct wrk_http {
     wrk_http_session_open_fn session_open;
     wrk_http_session_close_fn session_close;
     void *session_arg;
+    wrk_http_txn_fn txn_abort;   /* a suspended transaction's client went away */
+    wrk_http_txn_fn txn_release; /* frees txn->pipeline with the connection */
     uint64_t next_session_id;
 
     listener_t *listeners;
@@ -828,9 +842,58 @@ static int conn_finish_response(conn_t *c)
 }
 
 /*
+ * Queues the response of the transaction the handler finished (now, or
+ * later through wrk_http_txn_complete()) and readies the connection for the
+ * next request or for closing.
+ */
+static void conn_complete(conn_t *c)
+{
+    struct wrk_http *srv = c->srv;
+    struct molt_txn *txn = &c->txn;
+    /* A transaction that outlived the start of a drain closes its connection
+     * (the head of a streamed response went out without saying so: the
+     * connection just closes after the last chunk). */
+    if (srv->draining)
+        c->keep_alive = false;
+    if (!c->failed && conn_finish_response(c))
+        c->failed = true;
+    txn->resp_body.len = 0;
+    txn->resp_headers.len = 0;
+    conn_reset_request(c);
+    if (c->keep_alive) {
+        c->phase = PH_IDLE;
+        c->idle_since = ev_now(srv->loop);
+    } else {
+        c->phase = PH_CLOSING;
+    }
+}
+
+/*
+ * The handler left its transaction suspended: the request stays where it is
+ * (head, headers, body) until wrk_http_txn_complete(). A body lying in the
+ * shared read buffer or in conn->pending would be overwritten by the next
+ * read: copy it.
+ */
+static void conn_suspend(conn_t *c)
+{
+    struct molt_txn *txn = &c->txn;
+    if (c->body_ext_len) {
+        if (molt_buf_append(&c->body, c->body_ext, c->body_ext_len)) {
+            c->failed = true; /* closed (and aborted) by the caller's conn_after_io() */
+            txn->body = NULL;
+            txn->body_len = 0;
+        } else {
+            txn->body = c->body.data;
+        }
+        c->body_ext = NULL;
+        c->body_ext_len = 0;
+    }
+    ev_timer_stop(c->srv->loop, &c->timer); /* re-armed for the send timeout only, if needed */
+}
+
+/*
  * Serves the request the parser just completed: fills the txn, calls the
- * handler, queues the response, and readies the connection for the next
- * request or for closing.
+ * handler, then queues the response, or leaves the transaction suspended.
  */
 static void conn_dispatch(conn_t *c)
 {
@@ -865,22 +928,17 @@ static void conn_dispatch(conn_t *c)
     txn->instance = NULL;
     txn->conn = c;
 
+    txn->suspended = false;
+
     c->in_handler = true;
     srv->handler(txn, srv->arg);
     c->in_handler = false;
 
     c->requests++;
-    if (!c->failed && conn_finish_response(c))
-        c->failed = true;
-    txn->resp_body.len = 0;
-    txn->resp_headers.len = 0;
-    conn_reset_request(c);
-    if (c->keep_alive) {
-        c->phase = PH_IDLE;
-        c->idle_since = ev_now(srv->loop);
-    } else {
-        c->phase = PH_CLOSING;
-    }
+    if (txn->suspended)
+        conn_suspend(c);
+    else
+        conn_complete(c);
 }
 
 /* Status for a parser error: the callback's own choice, else by the error. */
@@ -900,7 +958,7 @@ static int conn_error_status(const conn_t *c, enum http_errno err)
 
 static bool conn_can_parse(const conn_t *c)
 {
-    return c->phase <= PH_BODY && !c->failed && out_unsent(c) <= HTTP_OUT_HIGH;
+    return c->phase <= PH_BODY && !c->failed && !c->txn.suspended && out_unsent(c) <= HTTP_OUT_HIGH;
 }
 
 /*
@@ -961,9 +1019,10 @@ static ev_tstamp conn_deadline(const conn_t *c)
     const molt_http_cfg_t *cfg = srv->cfg;
     ev_tstamp hto = cfg->header_timeout_ms / 1000.0;
     ev_tstamp d = 0;
-    /* While we hold input back (output backlog), the client is waiting for
-     * us, not the other way round: only the send timeout applies. */
-    bool held = c->pending.len || out_unsent(c) > HTTP_OUT_HIGH;
+    /* While we hold input back (output backlog) or a transaction is
+     * suspended, the client is waiting for us, not the other way round: only
+     * the send timeout applies. */
+    bool held = c->txn.suspended || c->pending.len || out_unsent(c) > HTTP_OUT_HIGH;
 
     switch (held ? PH_CLOSING : c->phase) {
     case PH_IDLE:
@@ -1011,8 +1070,12 @@ static void conn_arm(conn_t *c)
 /* Starts / stops the read watcher to match the state. */
 static void conn_update_read(conn_t *c)
 {
-    bool want = !c->eof && !c->failed && !c->pending.len &&
-                (c->phase <= PH_BODY ? out_unsent(c) <= HTTP_OUT_HIGH : c->phase == PH_LINGER);
+    bool want;
+    if (c->txn.suspended) /* reading only to notice the client going away, within a bound */
+        want = !c->eof && !c->failed && c->pending.len < HTTP_HELD_MAX;
+    else
+        want = !c->eof && !c->failed && !c->pending.len &&
+               (c->phase <= PH_BODY ? out_unsent(c) <= HTTP_OUT_HIGH : c->phase == PH_LINGER);
     if (want && !ev_is_active(&c->rio))
         ev_io_start(c->srv->loop, &c->rio);
     else if (!want && ev_is_active(&c->rio))
@@ -1022,8 +1085,17 @@ static void conn_update_read(conn_t *c)
 static void conn_close(conn_t *c)
 {
     struct wrk_http *srv = c->srv;
+    if (c->txn.suspended) {
+        /* The plugin is told before the session closes; the txn is gone after. */
+        c->txn.suspended = false;
+        if (srv->txn_abort)
+            srv->txn_abort(&c->txn, srv->arg);
+    }
     if (c->session_opened && srv->session_close)
         srv->session_close(&c->ses, srv->session_arg);
+    if (c->txn.pipeline && srv->txn_release)
+        srv->txn_release(&c->txn, srv->arg);
+    c->txn.pipeline = NULL;
     ev_io_stop(srv->loop, &c->rio);
     ev_io_stop(srv->loop, &c->wio);
     ev_timer_stop(srv->loop, &c->timer);
@@ -1070,6 +1142,8 @@ static void conn_after_io(conn_t *c)
     for (;;) {
         if (c->failed)
             goto fail;
+        if (c->txn.suspended && c->eof)
+            goto fail; /* the client of a suspended transaction went away: abort it */
         if (out_unsent(c)) {
             /* An active write watcher means the socket was full: let it say when. */
             if (!ev_is_active(&c->wio))
@@ -1079,6 +1153,8 @@ static void conn_after_io(conn_t *c)
             if (out_unsent(c))
                 break;
         }
+        if (c->txn.suspended)
+            break; /* nothing to parse or close until it completes */
         if (c->pending.len && c->phase <= PH_BODY) {
             conn_parse_pending(c);
             continue;
@@ -1109,7 +1185,16 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct wrk_http *srv = c->srv;
     (void)revents;
 
-    ssize_t n = read(c->fd, srv->rbuf, HTTP_RBUF_SIZE);
+    size_t room = HTTP_RBUF_SIZE;
+    if (c->txn.suspended) {
+        /* Everything read now is kept: stay within the bound. */
+        room = c->pending.len < HTTP_HELD_MAX ? HTTP_HELD_MAX - c->pending.len : 0;
+        if (!room) {
+            conn_after_io(c); /* a stray event: the watcher is being stopped */
+            return;
+        }
+    }
+    ssize_t n = read(c->fd, srv->rbuf, room);
     if (n > 0) {
         c->last_read = ev_now(loop);
         if (c->phase <= PH_BODY) {
@@ -1150,6 +1235,10 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (out_unsent(c) && now + 0.0005 >= c->last_write + HTTP_SEND_TIMEOUT_S) {
         conn_close(c); /* the client stopped reading */
+        return;
+    }
+    if (c->txn.suspended) {
+        conn_arm(c); /* only the send timeout applies, and it is not due */
         return;
     }
     switch (c->phase) {
@@ -1225,21 +1314,36 @@ void wrk_http_set_session_hooks(wrk_http_t *srv, wrk_http_session_open_fn open_f
     srv->session_arg = arg;
 }
 
+void wrk_http_set_txn_hooks(wrk_http_t *srv, wrk_http_txn_fn abort_fn, wrk_http_txn_fn release_fn)
+{
+    srv->txn_abort = abort_fn;
+    srv->txn_release = release_fn;
+}
+
 /* ------------------------------------------------------------------------ */
-/* Streaming                                                                */
+/* Streaming and completion                                                 */
+
+/* Has the loop look at a connection (conn_write_cb, then conn_after_io) on its
+ * next iteration: for changes made outside of the connection's own events. */
+static void conn_kick(conn_t *c)
+{
+    ev_feed_event(c->srv->loop, &c->wio, EV_WRITE);
+}
 
 int wrk_http_txn_flush(struct molt_txn *txn)
 {
     conn_t *c = txn ? txn->conn : NULL;
-    /* Only while the handler runs: afterwards the txn already serves the next request. */
-    if (!c || !c->in_handler)
+    /* Only while the handler runs or the txn is suspended: afterwards the txn
+     * already serves the next request. */
+    if (!c || !(c->in_handler || txn->suspended))
         return -EINVAL;
     if (c->failed)
         return -EPIPE;
     if (!txn->streaming) {
         int status = status_norm(txn->status);
         frame_t frame;
-        c->keep_alive = c->keep_alive && txn->keep_alive;
+        /* A suspended transaction may stream after a drain began: say it closes. */
+        c->keep_alive = c->keep_alive && txn->keep_alive && !c->srv->draining;
         if (status_no_body(status)) {
             c->smode = SM_NOBODY;
             frame = FR_NONE;
@@ -1268,10 +1372,30 @@ int wrk_http_txn_flush(struct molt_txn *txn)
     /* Only send if the socket is not known to be full; the write watcher covers that case. */
     if (!ev_is_active(&c->wio))
         conn_write(c);
+    if (c->failed && !c->in_handler)
+        conn_kick(c); /* suspended: the failure closes the connection (and aborts) from the loop */
     return c->failed ? -EPIPE : 0;
 fail:
     c->failed = true;
+    if (!c->in_handler)
+        conn_kick(c);
     return -ENOMEM;
+}
+
+int wrk_http_txn_complete(struct molt_txn *txn)
+{
+    conn_t *c = txn ? txn->conn : NULL;
+    if (!c || !txn->suspended || c->in_handler)
+        return -EINVAL;
+    txn->suspended = false;
+    conn_complete(c);
+    /* The response goes out now if the socket takes it (conn_write never
+     * frees c); parsing what the client pipelined meanwhile, or closing,
+     * happens from the loop. */
+    if (!ev_is_active(&c->wio))
+        conn_write(c);
+    conn_kick(c);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1495,7 +1619,7 @@ void wrk_http_close_all(wrk_http_t *srv)
         if (c->in_handler)
             c->failed = true; /* closed when its handler returns */
         else
-            conn_close(c);
+            conn_close(c); /* aborts a suspended transaction first */
     }
 }
 

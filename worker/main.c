@@ -215,12 +215,15 @@ static void worker_exit(int code)
     ev_io_stop(W.loop, &W.sig_w);
     ev_timer_stop(W.loop, &W.stats_w);
     ev_timer_stop(W.loop, &W.drain_w);
+    /* Connections first: suspended transactions are aborted (txn_abort)
+     * while every plugin is still fully there. */
     wrk_http_free(W.http);
     W.http = NULL;
     if (W.started)
         wrk_hooks_run_global(&W.plugins.hooks, MOLT_HOOK_WORKER_STOP, NULL);
     W.started = false;
     wrk_pipeline_fini();
+    /* Cancels the timers and fd watchers plugins left (logged), then fini. */
     wrk_plugins_unload(&W.plugins);
     wrk_router_free(W.router);
     molt_close(&W.sigfd);
@@ -373,6 +376,7 @@ void wrk_main(const molt_worker_boot_t *boot)
         _exit(MOLT_EXIT_FATAL);
     }
 
+    wrk_host_loop = W.loop; /* plugins may start timers from init */
     wrk_load_error_t lerr;
     if (wrk_plugins_load(&W.plugins, W.cfg, boot->plugin_dir, on_loading, NULL, &lerr) < 0) {
         molt_error("cannot start: %s%s%s%s%s%s", lerr.plugin[0] ? "plugin " : "", lerr.plugin,
@@ -384,6 +388,7 @@ void wrk_main(const molt_worker_boot_t *boot)
     if (boot->check_only) {
         send_ready();
         wrk_plugins_unload(&W.plugins);
+        wrk_host_loop = NULL;
         ev_loop_destroy(W.loop);
         exit(MOLT_EXIT_OK);
     }
@@ -391,6 +396,7 @@ void wrk_main(const molt_worker_boot_t *boot)
     W.http = wrk_http_new(W.loop, &W.cfg->http, wrk_pipeline_dispatch, NULL);
     if (!W.router || !W.http || wrk_pipeline_init(&W.plugins, W.router) < 0)
         goto oom;
+    wrk_http_set_txn_hooks(W.http, wrk_pipeline_abort, wrk_pipeline_release);
     if (W.plugins.hooks.n[MOLT_HOOK_SESSION_OPEN] || W.plugins.hooks.n[MOLT_HOOK_SESSION_CLOSE])
         wrk_http_set_session_hooks(W.http, wrk_pipeline_session_open, wrk_pipeline_session_close, NULL);
     const wrk_cb_t *culprit = NULL;
@@ -428,6 +434,7 @@ void wrk_main(const molt_worker_boot_t *boot)
 
     ev_run(W.loop, 0);
     int code = W.exit_code < 0 ? MOLT_EXIT_OK : W.exit_code;
+    wrk_host_loop = NULL;
     ev_loop_destroy(W.loop);
     exit(code);
 oom: {

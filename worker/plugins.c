@@ -9,8 +9,9 @@
 #include "shared/log.h"
 #include "worker/host.h"
 
-/* Every field before reserved[] is ABI 1.0; a descriptor must at least cover them. */
-#define WRK_DESC_MIN_SIZE offsetof(molt_plugin_t, reserved)
+/* Every field before txn_abort (the first of ABI 1.1) is ABI 1.0; a descriptor must at least cover
+ * them. A 1.0 descriptor is larger (its reserved[] follows): those zeros read as "no txn_abort". */
+#define WRK_DESC_MIN_SIZE offsetof(molt_plugin_t, txn_abort)
 #define WRK_MAX_DEPS 32
 
 static void err_set(wrk_load_error_t *err, const char *phase, const struct molt_instance *inst,
@@ -412,6 +413,10 @@ fail:
 
 void wrk_plugins_unload(wrk_plugins_t *ps)
 {
+    /* Timers and fd watchers still running would call into plugins being
+     * finalised: every instance's go first (fini must not touch them). */
+    for (size_t i = 0; i < ps->ninsts; i++)
+        wrk_host_cancel_async(&ps->insts[i]);
     for (size_t n = ps->ninsts; n-- > 0;) {
         /* reverse dependency order; config order if the order was never made */
         struct molt_instance *inst = &ps->insts[ps->order ? ps->order[n] : n];
@@ -419,6 +424,7 @@ void wrk_plugins_unload(wrk_plugins_t *ps)
             wrk_host_current = inst;
             inst->dso->desc.fini(inst);
             wrk_host_current = NULL;
+            wrk_host_cancel_async(inst); /* started by fini itself: logged, and freed before dlclose */
         }
         inst->initialised = false;
     }

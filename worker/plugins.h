@@ -39,6 +39,9 @@ struct molt_instance {
     size_t ndeps;
     wrk_api_t apis[WRK_MAX_APIS]; /* what it published */
     size_t napis;
+    bool warned_no_abort;      /* "suspends but has no txn_abort" was logged */
+    struct molt_timer *timers; /* its timers and fd watchers not stopped yet (host.c) */
+    struct molt_watch *watches;
 };
 
 typedef struct wrk_plugins {

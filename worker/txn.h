@@ -58,6 +58,17 @@ struct molt_txn {
     struct molt_instance *instance; /* routed instance, NULL before routing */
     struct molt_session *session;   /* the connection (set by the HTTP core) */
     void *conn;                    /* the HTTP connection (http.c's) */
+    /*
+     * Set by the dispatcher before the handler returns when the transaction
+     * is not finished: the HTTP core then sends nothing, parses nothing more
+     * on the connection and waits for wrk_http_txn_complete() (which clears
+     * it), or calls the server's abort callback if the client goes away.
+     */
+    bool suspended;
+    /* The dispatcher's per-connection state (pipeline.c), allocated on the
+     * first request; the HTTP core hands it to the server's release callback
+     * when the connection is freed. */
+    void *pipeline;
 };
 
 #endif

@@ -22,7 +22,10 @@
  * table's size tells a plugin exactly which host functions exist.
  *
  * Threading: a worker is one thread; every callback runs on it. Never block:
- * a callback that blocks stalls every connection of that worker.
+ * a callback that blocks stalls every connection of that worker. Work that
+ * waits (a backend, a delay) suspends its transaction (MOLT_SUSPEND) and
+ * resumes it from a timer or fd watcher of the host (molt_txn_resume(),
+ * molt_timer_start(), molt_fd_watch()): see "asynchronous work" below.
  *
  * Plugins include this header and, for state, <msgpack.h>; nothing else of molt.
  */
@@ -38,7 +41,7 @@ extern "C" {
 #endif
 
 #define MOLT_ABI_MAJOR 1
-#define MOLT_ABI_MINOR 0
+#define MOLT_ABI_MINOR 1
 
 #define MOLT_PLUGIN_ENTRY_SYMBOL "molt_plugin_entry"
 
@@ -46,6 +49,8 @@ extern "C" {
 typedef struct molt_instance molt_instance_t; /* one configured instance of a plugin */
 typedef struct molt_session molt_session_t;   /* one client connection */
 typedef struct molt_txn molt_txn_t;           /* one HTTP request and its response */
+typedef struct molt_timer molt_timer_t;       /* a timer on the worker's loop (ABI 1.1) */
+typedef struct molt_watch molt_watch_t;       /* an fd watcher on the worker's loop (ABI 1.1) */
 
 /* msgpack-c types, declared here so that plugins without state need not include msgpack.h. */
 struct msgpack_packer;
@@ -59,6 +64,10 @@ typedef enum molt_rc {
     MOLT_DONE = 1,     /* hook callbacks: finish the transaction with the response set so far;
                         * the rest of the request phase and the handler are skipped */
     MOLT_ERROR = -1,   /* failure: the host answers 500 and logs the instance's name */
+    MOLT_SUSPEND = 2,  /* (ABI 1.1) the handler or a txn_start / request_headers callback has
+                        * not finished: the transaction waits, without blocking the worker,
+                        * until the plugin calls molt_txn_resume() (usually from a timer or
+                        * fd watcher callback). Anywhere else it counts as MOLT_ERROR. */
 } molt_rc_t;
 
 /* ---- hooks ------------------------------------------------------------------------------ */
@@ -71,6 +80,8 @@ typedef enum molt_rc {
  * response it set; MOLT_ERROR answers 500. RESPONSE_HEADERS callbacks still
  * run after either, so that response headers are added to every response;
  * TXN_END callbacks always run and their return value is ignored.
+ * A TXN_START or REQUEST_HEADERS callback may also return MOLT_SUSPEND; the
+ * transaction goes on when the plugin resumes it (molt_txn_resume()).
  */
 typedef enum molt_hook_id {
     MOLT_HOOK_WORKER_START = 0,     /* global: every instance initialised, before serving */
@@ -158,8 +169,9 @@ typedef struct molt_plugin {
      * handle: produce the response for a request routed to this instance
      * (see "routes" in the config). `data` is the instance data. Set the
      * status, headers and body with the molt_resp_* functions and return
-     * MOLT_OK; return MOLT_ERROR to have the host answer 500. Required for
-     * an instance that a route points at.
+     * MOLT_OK; return MOLT_ERROR to have the host answer 500, or
+     * MOLT_SUSPEND to finish later with molt_txn_resume() (ABI 1.1).
+     * Required for an instance that a route points at.
      */
     int (*handle)(molt_txn_t *txn, void *data);
 
@@ -182,8 +194,23 @@ typedef struct molt_plugin {
     /* health: MOLT_OK if this instance can serve; otherwise a reason in err. Optional. */
     int (*health)(molt_instance_t *inst, char *err, size_t errlen);
 
-    /* Room to grow within ABI 1: new fields are appended after this, and
-     * struct_size tells the host which exist. Leave zeroed. */
+    /*
+     * txn_abort (ABI 1.1): the client of a transaction that this plugin
+     * suspended (MOLT_SUSPEND from its handler or from one of its txn_start /
+     * request_headers callbacks) went away before the plugin resumed it.
+     * Stop the timers and fd watchers that would resume it and free what
+     * belongs to it (its molt_txn_ctx() and molt_txn_get_ptr() are still
+     * readable here; the pointer is released after this returns). Once this
+     * returns, `txn` is invalid: never resume or touch it again. Neither
+     * RESPONSE_HEADERS nor TXN_END runs for an aborted transaction.
+     * Optional, but a plugin that suspends needs it to learn that a pending
+     * resume must not happen.
+     */
+    void (*txn_abort)(molt_txn_t *txn, void *data);
+
+    /* Room to grow within ABI 1: fields that later minors add go before this
+     * array (struct_size tells the host which exist); a plugin built against
+     * an older minor has zeros where they are. Leave zeroed. */
     void *reserved[8];
 } molt_plugin_t;
 
@@ -222,7 +249,8 @@ typedef struct molt_host_api {
     void (*instance_set_data)(molt_instance_t *inst, void *data);
     void (*vlog)(const molt_instance_t *inst, int level, const char *fmt, va_list ap);
 
-    /* request (valid until the handler returns) */
+    /* request (valid until the response is complete: through TXN_END, also
+     * while the transaction is suspended) */
     const char *(*req_method)(const molt_txn_t *txn);
     const char *(*req_path)(const molt_txn_t *txn, size_t *len);  /* as sent, without the query */
     const char *(*req_query)(const molt_txn_t *txn, size_t *len); /* after '?', or NULL */
@@ -266,7 +294,22 @@ typedef struct molt_host_api {
     int (*api_publish)(molt_instance_t *inst, const char *api_name, uint32_t version, const void *api);
     const void *(*api_lookup)(const molt_instance_t *inst, const char *provider, const char *api_name,
                               uint32_t min_version);
+
+    /* ---- ABI 1.1: asynchronous work (test with MOLT_HOST_HAS(molt_host, txn_resume)) ---- */
+    int (*txn_resume)(molt_txn_t *txn, int rc);
+    molt_timer_t *(*timer_start)(molt_instance_t *inst, uint64_t after_ms, uint64_t repeat_ms,
+                                 void (*fn)(molt_timer_t *t, void *arg), void *arg);
+    void (*timer_stop)(molt_timer_t *t);
+    molt_watch_t *(*fd_watch)(molt_instance_t *inst, int fd, int events,
+                              void (*fn)(molt_watch_t *w, int fd, int revents, void *arg), void *arg);
+    void (*fd_unwatch)(molt_watch_t *w);
 } molt_host_api_t;
+
+/* Events of molt_fd_watch(). */
+enum molt_ev {
+    MOLT_EV_READ = 1u << 0,  /* the fd is readable (or at EOF, or in error) */
+    MOLT_EV_WRITE = 1u << 1, /* the fd is writable */
+};
 
 #define MOLT_HOST_HAS(host, field)                                                                       \
     ((host)->struct_size >= offsetof(molt_host_api_t, field) + sizeof((host)->field))
@@ -454,6 +497,102 @@ static inline const void *molt_api_lookup(const molt_instance_t *inst, const cha
                                           const char *api_name, uint32_t min_version)
 {
     return molt_host->api_lookup(inst, provider, api_name, min_version);
+}
+
+/* ---- asynchronous work (ABI 1.1) --------------------------------------------------------- */
+
+/*
+ * A transaction waits for something without blocking the worker like this:
+ *
+ *     static void done(molt_timer_t *t, void *arg)     // a timer callback
+ *     {
+ *         my_txn_t *m = arg;                             // in molt_txn_ctx(): lives with the txn
+ *         m->timer = NULL;                               // a one-shot timer is freed after this
+ *         molt_resp_write(m->txn, "slept\n", 6);
+ *         molt_txn_resume(m->txn, MOLT_OK);              // the response goes out
+ *     }
+ *     static int handle(molt_txn_t *txn, void *data)
+ *     {
+ *         my_txn_t *m = molt_txn_ctx(txn);
+ *         m->txn = txn;
+ *         m->timer = molt_timer_start(NULL, 100, 0, done, m);
+ *         return m->timer ? MOLT_SUSPEND : MOLT_ERROR;
+ *     }
+ *     static void txn_abort(molt_txn_t *txn, void *data)  // the client went away
+ *     {
+ *         my_txn_t *m = molt_txn_ctx(txn);
+ *         molt_timer_stop(m->timer);                     // done() must not run now
+ *     }
+ *
+ * While a transaction is suspended its connection reads nothing more of the
+ * client's requests (pipelined ones wait, in order), no header or keep-alive
+ * timeout runs for it, and the host only watches for the client going away
+ * (EOF or an error: descriptor's txn_abort). Meanwhile the worker serves
+ * everything else. During a graceful stop the worker waits for suspended
+ * transactions (within the drain timeout) and closes their connections after
+ * the response.
+ *
+ * Timers and fd watchers belong to an instance: their callbacks run as that
+ * instance (molt_txn_ctx() and the other per-instance host functions see it).
+ * When the worker stops, after the worker_stop callbacks and before any fini,
+ * the host stops and frees every timer and watcher an instance still has
+ * (and logs how many): stop them in worker_stop if you want, but never touch
+ * them in fini.
+ */
+
+/**
+ * Resumes a transaction that returned MOLT_SUSPEND. `rc` is what the
+ * suspended code would have returned: for a handler MOLT_OK (the response
+ * set so far is sent) or MOLT_ERROR (500); for a txn_start / request_headers
+ * callback MOLT_CONTINUE (the remaining callbacks of that hook run, then the
+ * rest of the transaction), MOLT_DONE or MOLT_ERROR. The rest of the
+ * transaction runs before this returns (unless another callback suspends it
+ * again); afterwards `txn` is invalid. Call it from any later callback of the
+ * worker (a timer, an fd watcher, another transaction's handler), or even
+ * before the suspending callback returns: then it takes effect as soon as
+ * that callback returns MOLT_SUSPEND. MOLT_ERROR (and a log line) for a
+ * transaction that is not suspended, a second resume, or rc MOLT_SUSPEND.
+ */
+static inline int molt_txn_resume(molt_txn_t *txn, int rc)
+{
+    return molt_host->txn_resume(txn, rc);
+}
+/**
+ * Starts a timer on the worker's event loop: fn(t, arg) runs after `after_ms`
+ * milliseconds, then every `repeat_ms` if that is not 0. `inst` owns it
+ * (NULL: the calling instance). A one-shot timer (repeat_ms 0) is freed by
+ * the host once its callback returns: forget the pointer there. A repeating
+ * one lives until molt_timer_stop() or the worker's stop. NULL on failure.
+ */
+static inline molt_timer_t *molt_timer_start(molt_instance_t *inst, uint64_t after_ms, uint64_t repeat_ms,
+                                             void (*fn)(molt_timer_t *t, void *arg), void *arg)
+{
+    return molt_host->timer_start(inst, after_ms, repeat_ms, fn, arg);
+}
+/** Stops and frees a timer (NULL is fine). Safe from inside its own callback. */
+static inline void molt_timer_stop(molt_timer_t *t)
+{
+    molt_host->timer_stop(t);
+}
+/**
+ * Watches `fd` for `events` (MOLT_EV_READ | MOLT_EV_WRITE) on the worker's
+ * event loop: fn(w, fd, revents, arg) runs whenever some are ready (level
+ * triggered: until the plugin reads, writes or stops watching). `inst` owns
+ * it (NULL: the calling instance). The fd stays the plugin's: keep it open
+ * and non-blocking while it is watched. Lives until molt_fd_unwatch() or the
+ * worker's stop. NULL on failure.
+ */
+static inline molt_watch_t *molt_fd_watch(molt_instance_t *inst, int fd, int events,
+                                          void (*fn)(molt_watch_t *w, int fd, int revents, void *arg),
+                                          void *arg)
+{
+    return molt_host->fd_watch(inst, fd, events, fn, arg);
+}
+/** Stops watching and frees the watcher (NULL is fine); does not close the fd. Safe from inside its
+ *  own callback. */
+static inline void molt_fd_unwatch(molt_watch_t *w)
+{
+    molt_host->fd_unwatch(w);
 }
 
 /* ---- defining a plugin ------------------------------------------------------------------- */

@@ -28,6 +28,13 @@
 #include <http_parser.h>
 #include <jansson.h>
 
+#include "molt/plugin.h"
+
+/* "ABI 1.1": how moltd names the plugin ABI this build speaks. */
+#define H_STR_(x) #x
+#define H_STR(x) H_STR_(x)
+#define H_ABI_HOST "ABI " H_STR(MOLT_ABI_MAJOR) "." H_STR(MOLT_ABI_MINOR)
+
 #define H_MOLTD MOLT_BUILD_DIR "/moltd"
 #define H_MOLTCTL MOLT_BUILD_DIR "/moltctl"
 #define H_HELLO_BODY "hello from molt\n"

@@ -719,7 +719,7 @@ static const broken_t broken[] = {
      {"signal 11", "Segmentation fault"},
      0},
     {"notaplugin", "tp_no_entry.so", {"not a molt plugin"}, {"not a molt plugin"}, 0},
-    {"future", "tp_wrong_abi.so", {"ABI 2.0", "ABI 1.0"}, {"ABI 2.0", "ABI 1.0"}, 0},
+    {"future", "tp_wrong_abi.so", {"ABI 2.0", H_ABI_HOST}, {"ABI 2.0", H_ABI_HOST}, 0},
     {"garbage", "garbage.so", {"invalid ELF header"}, {"invalid ELF header"}, 0},
     {"hanger", "tp_hang_init.so", {"within", "500 ms"}, {"did not become ready", "500 ms"}, 500},
 };

@@ -180,7 +180,7 @@ START_TEST(test_install_build_serve)
     check_no_sanitizer(&r, "the installed moltd --check-plugin");
     const char *needles[] = {"ping",
                              "0.1.0",
-                             "ABI 1.0",
+                             H_ABI_HOST,
                              "request handler: yes",
                              "request_headers",
                              "\"seen\"",
@@ -261,7 +261,7 @@ START_TEST(test_check_plugin_hello)
     h_cmd_t r;
     int code = h_run(&r, 20000, H_MOLTD, "--check-plugin", MOLT_PLUGIN_DIR "/hello.so", NULL);
     check_output_has(&r,
-                     (const char *const[]){"hello", "1.0.0", "ABI 1.0", "request handler: yes",
+                     (const char *const[]){"hello", "1.0.0", H_ABI_HOST, "request handler: yes",
                                            "hooks:", "none", "init:", "not called", NULL},
                      "moltd --check-plugin hello.so");
     bool quiet = r.err[0] == '\0';
@@ -303,7 +303,7 @@ typedef struct bad_plugin {
     "static int h(molt_txn_t *t, void *d) { (void)t; (void)d; return MOLT_OK; }\n"
 
 static const bad_plugin_t bad_plugins[] = {
-    {"tp_wrong_abi.so", NULL, NULL, {"refused", "ABI 2.0", "ABI 1.0"}},
+    {"tp_wrong_abi.so", NULL, NULL, {"refused", "ABI 2.0", H_ABI_HOST}},
     {"tp_no_entry.so", NULL, NULL, {"refused", "not a molt plugin", "molt_plugin_entry"}},
     {"missing.so", NULL, NULL, {"missing.so", "No such file or directory"}},
     {"garbage.so",

@@ -30,6 +30,7 @@ static wrk_http_t *srv;
 static molt_http_cfg_t cfg;
 static int done_calls;
 static int handler_calls;
+static int abort_calls, release_calls, resume_calls, suspend_calls;
 
 /* ------------------------------------------------------------------------ */
 /* The test handler                                                         */
@@ -43,12 +44,100 @@ static const char *req_header(const struct molt_txn *txn, const char *name)
 }
 
 /*
+ * Suspended transactions, the way a dispatcher does them: the handler sets
+ * txn->suspended and starts a timer on the loop; the timer fills the
+ * response and calls wrk_http_txn_complete(). The per-connection record
+ * lives in txn->pipeline, freed by the release callback.
+ */
+typedef enum amode { AM_PLAIN = 0, AM_STREAM, AM_ECHO, AM_COUNT } amode_t;
+
+typedef struct tasync {
+    ev_timer timer;
+    struct molt_txn *txn;
+    amode_t mode;
+    int ms;
+} tasync_t;
+
+static void tasync_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    tasync_t *a = w->data;
+    struct molt_txn *txn = a->txn;
+    int rc;
+    (void)l, (void)revents;
+    resume_calls++;
+    ck_assert(txn->suspended);
+    switch (a->mode) {
+    case AM_STREAM:
+        molt_buf_append(&txn->resp_body, "world", 5);
+        rc = wrk_http_txn_flush(txn); /* allowed while suspended */
+        ck_assert_msg(rc == 0 || rc == -EPIPE, "flush while suspended: %d", rc); /* EPIPE: the client left */
+        molt_buf_append(&txn->resp_body, "!", 1);
+        break;
+    case AM_ECHO:
+        molt_buf_append(&txn->resp_body, txn->body, txn->body_len);
+        break;
+    default:
+        molt_buf_printf(&txn->resp_body, "resumed %d\n", a->ms);
+        break;
+    }
+    molt_buf_printf(&txn->resp_headers, "X-Async: yes\r\n");
+    ck_assert_int_eq(wrk_http_txn_complete(txn), 0);
+    ck_assert(!txn->suspended);
+    ck_assert_int_eq(wrk_http_txn_complete(txn), -EINVAL); /* once */
+}
+
+/* /suspend/MS, /suspend-stream/MS ("hello " flushed first), /suspend-echo/MS (the body). */
+static void suspend_for(struct molt_txn *txn, amode_t mode, int ms)
+{
+    tasync_t *a = txn->pipeline;
+    if (!a) {
+        a = calloc(1, sizeof(*a));
+        ck_assert_ptr_nonnull(a);
+        ev_init(&a->timer, tasync_cb);
+        a->timer.data = a;
+        txn->pipeline = a;
+    }
+    ck_assert(!ev_is_active(&a->timer));
+    a->txn = txn;
+    a->mode = mode;
+    a->ms = ms;
+    if (mode == AM_STREAM) {
+        molt_buf_append(&txn->resp_body, "hello ", 6);
+        int rc = wrk_http_txn_flush(txn);
+        ck_assert_msg(rc == 0 || rc == -EPIPE, "flush: %d", rc); /* EPIPE: the client left */
+    }
+    ev_timer_set(&a->timer, ms / 1000.0, 0);
+    ev_timer_start(loop, &a->timer);
+    txn->suspended = true;
+    suspend_calls++;
+}
+
+static void test_abort(struct molt_txn *txn, void *arg)
+{
+    (void)arg;
+    abort_calls++;
+    tasync_t *a = txn->pipeline;
+    ck_assert_ptr_nonnull(a);
+    ev_timer_stop(loop, &a->timer);
+}
+
+static void test_release(struct molt_txn *txn, void *arg)
+{
+    (void)arg;
+    release_calls++;
+    tasync_t *a = txn->pipeline;
+    ck_assert(!ev_is_active(&a->timer));
+    free(a);
+}
+
+/*
  * /status/N    -> status N
  * /zero        -> status 0 (sent as 500)
  * /echo        -> the request body
  * /big/N       -> N bytes of 'x'
  * /stream      -> "hello " flush "world" flush "!" (rest after return)
  * /close       -> txn->keep_alive = false
+ * /suspend/MS, /suspend-stream/MS, /suspend-echo/MS -> suspended for MS ms (above)
  * anything else: a line describing the request.
  */
 static void test_handler(struct molt_txn *txn, void *arg)
@@ -88,6 +177,12 @@ static void test_handler(struct molt_txn *txn, void *arg)
     } else if (strcmp(path, "/close") == 0) {
         txn->keep_alive = false;
         molt_buf_printf(&txn->resp_body, "bye\n");
+    } else if (strncmp(path, "/suspend/", 9) == 0) {
+        suspend_for(txn, AM_PLAIN, atoi(path + 9));
+    } else if (strncmp(path, "/suspend-stream/", 16) == 0) {
+        suspend_for(txn, AM_STREAM, atoi(path + 16));
+    } else if (strncmp(path, "/suspend-echo/", 14) == 0) {
+        suspend_for(txn, AM_ECHO, atoi(path + 14));
     } else {
         molt_buf_printf(&txn->resp_body, "m=%s p=%s q=%.*s t=%s b=%zu v=%d\n", txn->method, path,
                         (int)txn->query_len, txn->query ? txn->query : "", req_header(txn, "X-Test"),
@@ -113,8 +208,10 @@ static void setup(void)
     cfg_defaults();
     srv = wrk_http_new(loop, &cfg, test_handler, NULL);
     ck_assert_ptr_nonnull(srv);
+    wrk_http_set_txn_hooks(srv, test_abort, test_release);
     done_calls = 0;
     handler_calls = 0;
+    abort_calls = release_calls = resume_calls = suspend_calls = 0;
 }
 
 static void teardown(void)
@@ -131,6 +228,7 @@ static void restart(void)
     wrk_http_free(srv);
     srv = wrk_http_new(loop, &cfg, test_handler, NULL);
     ck_assert_ptr_nonnull(srv);
+    wrk_http_set_txn_hooks(srv, test_abort, test_release);
 }
 
 static void on_done(void *arg)
@@ -1002,6 +1100,244 @@ START_TEST(test_close_all)
 END_TEST
 
 /* ------------------------------------------------------------------------ */
+/* Suspended transactions                                                   */
+
+/* Pumps until no connection is open; false on timeout. */
+static bool wait_no_conns(int timeout_ms)
+{
+    uint64_t end = molt_now_ms() + (uint64_t)timeout_ms;
+    while (conns_open() && molt_now_ms() < end)
+        client_pump(NULL);
+    return conns_open() == 0;
+}
+
+START_TEST(test_suspend_timer)
+{
+    client_t cl;
+    resp_t r[MAX_RESP];
+    client_pair(&cl);
+    uint64_t t0 = molt_now_ms();
+    client_sends(&cl, "GET /suspend/300 HTTP/1.1\r\nHost: t\r\n\r\n");
+    pump_ms(&cl, 50);
+    ck_assert_int_eq(handler_calls, 1);
+    ck_assert_uint_eq(cl.in.len, 0); /* nothing sent for a suspended transaction */
+    ck_assert_int_eq(client_wait(&cl, 1, 0, r, 3000), 1);
+    uint64_t dt = molt_now_ms() - t0;
+    ck_assert_msg(dt >= 290, "answered after %llu ms", (unsigned long long)dt);
+    ck_assert_int_eq(r[0].status, 200);
+    ck_assert(body_is(&r[0], "resumed 300\n"));
+    ck_assert_str_eq(hdr(&r[0], "X-Async"), "yes");
+    ck_assert_str_eq(hdr(&r[0], "X-Handler"), "yes");
+    ck_assert_str_eq(hdr(&r[0], "Content-Length"), "12");
+    ck_assert(r[0].keep_alive);
+    ck_assert_int_eq(resume_calls, 1);
+    /* the connection goes on as after any response */
+    client_sends(&cl, "GET /next HTTP/1.1\r\n\r\n");
+    ck_assert_int_eq(client_wait(&cl, 2, 0, r, 2000), 2);
+    ck_assert(body_is(&r[1], "m=GET p=/next q= t=- b=0 v=11\n"));
+    ck_assert_int_eq(abort_calls, 0);
+    client_free(&cl);
+    ck_assert(wait_no_conns(2000));
+    ck_assert_int_eq(abort_calls, 0);
+    ck_assert_int_eq(release_calls, 1);
+}
+END_TEST
+
+START_TEST(test_suspend_no_timeouts)
+{
+    /* Neither the header timeout nor the keep-alive timeout runs while the
+     * client waits for us. */
+    cfg.header_timeout_ms = 60;
+    cfg.keepalive_timeout_ms = 60;
+    restart();
+    client_t cl;
+    resp_t r[MAX_RESP];
+    client_pair(&cl);
+    client_sends(&cl, "GET /suspend/300 HTTP/1.1\r\n\r\n");
+    ck_assert_int_eq(client_wait(&cl, 1, 0, r, 3000), 1);
+    ck_assert_int_eq(r[0].status, 200);
+    ck_assert(body_is(&r[0], "resumed 300\n"));
+    /* afterwards the keep-alive timeout applies again */
+    ck_assert(client_wait_eof(&cl, 2000));
+    client_free(&cl);
+}
+END_TEST
+
+START_TEST(test_suspend_pipelined)
+{
+    client_t cl;
+    resp_t r[MAX_RESP];
+    client_pair(&cl);
+    client_sends(&cl, "GET /suspend/400 HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
+    pump_ms(&cl, 40);
+    ck_assert_int_eq(handler_calls, 1); /* the second request waits, unparsed */
+    /* more arrives while suspended: kept, in order */
+    char more[1024] = "";
+    for (int i = 0; i < 8; i++)
+        snprintf(more + strlen(more), sizeof(more) - strlen(more), "GET /more/%d HTTP/1.1\r\n\r\n", i);
+    client_sends(&cl, more);
+    pump_ms(&cl, 20);
+    ck_assert_int_eq(handler_calls, 1);
+    ck_assert_uint_eq(cl.in.len, 0);
+    ck_assert_int_eq(client_wait(&cl, 10, 0, r, 3000), 10);
+    ck_assert(body_is(&r[0], "resumed 400\n"));
+    ck_assert(body_is(&r[1], "m=GET p=/after q= t=- b=0 v=11\n"));
+    for (int i = 0; i < 8; i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "m=GET p=/more/%d q= t=- b=0 v=11\n", i);
+        ck_assert_msg(body_is(&r[2 + i], want), "response %d: %.*s", 2 + i, (int)r[2 + i].body_len,
+                      r[2 + i].body);
+    }
+    /* two suspended in a row on one connection */
+    client_reset_in(&cl);
+    client_sends(&cl, "GET /suspend/30 HTTP/1.1\r\n\r\nGET /suspend/20 HTTP/1.1\r\n\r\n");
+    ck_assert_int_eq(client_wait(&cl, 2, 0, r, 3000), 2);
+    ck_assert(body_is(&r[0], "resumed 30\n"));
+    ck_assert(body_is(&r[1], "resumed 20\n"));
+    ck_assert_int_eq(resume_calls, 3);
+    client_free(&cl);
+}
+END_TEST
+
+START_TEST(test_suspend_client_close)
+{
+    client_t cl, other;
+    resp_t r[MAX_RESP];
+    client_pair(&cl);
+    client_pair(&other);
+    client_sends(&cl, "GET /suspend/5000 HTTP/1.1\r\n\r\nGET /never HTTP/1.1\r\n\r\n");
+    pump_ms(&cl, 30);
+    ck_assert_int_eq(handler_calls, 1);
+    client_free(&cl); /* the client goes away */
+    uint64_t end = molt_now_ms() + 2000;
+    while (conns_open() > 1 && molt_now_ms() < end)
+        client_pump(NULL);
+    ck_assert_uint_eq(conns_open(), 1);
+    ck_assert_int_eq(abort_calls, 1);
+    ck_assert_int_eq(release_calls, 1);
+    ck_assert_int_eq(resume_calls, 0);
+    ck_assert_int_eq(handler_calls, 1);
+    /* the rest of the server is unaffected */
+    client_sends(&other, "GET /x HTTP/1.1\r\n\r\n");
+    ck_assert_int_eq(client_wait(&other, 1, 0, r, 2000), 1);
+    pump_ms(&other, 30);
+    ck_assert_int_eq(abort_calls, 1);
+    client_free(&other);
+
+    /* a half-close while suspended is a client going away too */
+    client_pair(&cl);
+    client_sends(&cl, "GET /suspend/5000 HTTP/1.1\r\n\r\n");
+    pump_ms(&cl, 20);
+    shutdown(cl.fd, SHUT_WR);
+    ck_assert(client_wait_eof(&cl, 2000));
+    ck_assert_int_eq(abort_calls, 2);
+    client_free(&cl);
+    ck_assert(wait_no_conns(2000));
+    ck_assert_int_eq(release_calls, 2); /* the connections that had a record (not `other`) */
+}
+END_TEST
+
+START_TEST(test_suspend_stream)
+{
+    client_t cl;
+    resp_t r[MAX_RESP];
+    client_pair(&cl);
+    client_sends(&cl, "GET /suspend-stream/300 HTTP/1.1\r\n\r\n");
+    pump_ms(&cl, 40);
+    ck_assert_msg(memmem(cl.in.data, cl.in.len, "hello ", 6), "the flushed part did not go out: %.*s",
+                  (int)cl.in.len, cl.in.data);
+    ck_assert_int_eq(client_wait(&cl, 1, 0, r, 3000), 1);
+    ck_assert_str_eq(hdr(&r[0], "Transfer-Encoding"), "chunked");
+    ck_assert(body_is(&r[0], "hello world!"));
+    client_sends(&cl, "GET /next HTTP/1.1\r\n\r\n");
+    ck_assert_int_eq(client_wait(&cl, 2, 0, r, 2000), 2);
+    client_free(&cl);
+}
+END_TEST
+
+START_TEST(test_suspend_body)
+{
+    /* A body that arrived whole lies in the shared read buffer: a suspended
+     * transaction must keep its own copy while other connections read. */
+    client_t cl, other;
+    resp_t r[MAX_RESP];
+    client_pair(&cl);
+    client_pair(&other);
+    client_sends(&cl, "POST /suspend-echo/100 HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world"
+                      "POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    char big[4096];
+    memset(big, 'z', sizeof(big));
+    for (int i = 0; i < 3; i++) {
+        char head[128];
+        snprintf(head, sizeof(head), "POST /echo HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", sizeof(big));
+        client_sends(&other, head);
+        client_send(&other, big, sizeof(big));
+    }
+    ck_assert_int_eq(client_wait(&other, 3, 0, r, 3000), 3);
+    ck_assert_int_eq(client_wait(&cl, 2, 0, r, 3000), 2);
+    ck_assert(body_is(&r[0], "hello world"));
+    ck_assert(body_is(&r[1], "abc"));
+    client_free(&cl);
+    client_free(&other);
+}
+END_TEST
+
+START_TEST(test_suspend_drain)
+{
+    client_t cl;
+    resp_t r[MAX_RESP];
+    client_pair(&cl);
+    client_sends(&cl, "GET /suspend/500 HTTP/1.1\r\n\r\n");
+    pump_ms(&cl, 20);
+    wrk_http_drain(srv, 20, on_done, NULL);
+    pump_ms(&cl, 100); /* past the grace: a suspended transaction is in progress, not idle */
+    ck_assert(!cl.eof);
+    ck_assert_int_eq(done_calls, 0);
+    ck_assert_uint_eq(conns_open(), 1);
+    ck_assert_int_eq(client_wait(&cl, 1, 0, r, 3000), 1);
+    ck_assert(body_is(&r[0], "resumed 500\n"));
+    ck_assert_str_eq(hdr(&r[0], "Connection"), "close");
+    ck_assert(client_wait_eof(&cl, 2000));
+    pump_ms(&cl, 20);
+    ck_assert_int_eq(done_calls, 1);
+    ck_assert_int_eq(abort_calls, 0);
+    client_free(&cl);
+}
+END_TEST
+
+START_TEST(test_suspend_close_all)
+{
+    client_t a, b, idle;
+    client_pair(&a);
+    client_pair(&b);
+    client_pair(&idle);
+    client_sends(&a, "GET /suspend/5000 HTTP/1.1\r\n\r\n");
+    client_sends(&b, "GET /suspend-stream/5000 HTTP/1.1\r\n\r\n");
+    pump_ms(&a, 20);
+    ck_assert_int_eq(handler_calls, 2);
+    wrk_http_close_all(srv);
+    ck_assert_uint_eq(conns_open(), 0);
+    ck_assert_int_eq(abort_calls, 2);
+    ck_assert_int_eq(release_calls, 2);
+    ck_assert(client_wait_eof(&a, 1000));
+    ck_assert(client_wait_eof(&idle, 1000));
+    client_free(&a);
+    client_free(&b);
+    client_free(&idle);
+
+    /* wrk_http_free aborts too (teardown frees the server) */
+    client_pair(&a);
+    client_sends(&a, "GET /suspend/5000 HTTP/1.1\r\n\r\n");
+    pump_ms(&a, 20);
+    wrk_http_free(srv);
+    srv = NULL;
+    ck_assert_int_eq(abort_calls, 3);
+    ck_assert_int_eq(release_calls, 3);
+    client_free(&a);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
 /* Robustness                                                               */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -1013,6 +1349,52 @@ static uint32_t rnd(void)
     rng_state ^= rng_state << 17;
     return (uint32_t)(rng_state >> 11);
 }
+
+/* Clients pipelining random mixes of suspended, streamed and plain requests,
+ * some leaving early: every suspended transaction ends exactly once (resumed
+ * or aborted), responses stay well-framed and in order (ASan: nothing used
+ * after it was freed). */
+START_TEST(test_suspend_random)
+{
+    enum { NCL = 12 };
+    static const char *const reqs[] = {
+        "GET /suspend/0 HTTP/1.1\r\n\r\n",   "GET /suspend/5 HTTP/1.1\r\n\r\n",
+        "GET /suspend-stream/3 HTTP/1.1\r\n\r\n", "POST /suspend-echo/2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        "GET /plain HTTP/1.1\r\n\r\n",
+    };
+    for (int round = 0; round < 20; round++) {
+        client_t cl[NCL];
+        int sent[NCL];
+        for (int i = 0; i < NCL; i++) {
+            client_pair(&cl[i]);
+            sent[i] = 0;
+            char buf[1024] = "";
+            int n = 1 + (int)(rnd() % 5);
+            for (int k = 0; k < n; k++)
+                strcat(buf, reqs[rnd() % (sizeof(reqs) / sizeof(reqs[0]))]);
+            client_sends(&cl[i], buf);
+            sent[i] = n;
+        }
+        for (int step = 0; step < 30; step++) {
+            int i = (int)(rnd() % NCL);
+            if (cl[i].fd >= 0 && rnd() % 8 == 0)
+                client_free(&cl[i]); /* leaves, maybe while suspended */
+            client_pump(NULL);
+            usleep(500);
+        }
+        for (int i = 0; i < NCL; i++) {
+            if (cl[i].fd < 0)
+                continue;
+            resp_t *r = malloc(sizeof(resp_t) * MAX_RESP);
+            ck_assert_int_eq(client_wait(&cl[i], sent[i], 0, r, 3000), sent[i]);
+            free(r);
+            client_free(&cl[i]);
+        }
+        ck_assert(wait_no_conns(2000));
+        ck_assert_int_eq(suspend_calls, resume_calls + abort_calls);
+    }
+}
+END_TEST
 
 /* Sends data in random pieces, pumping between; closes; waits until the server let go. */
 static void fuzz_one(const char *data, size_t len)
@@ -1408,6 +1790,20 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_accept_emfile);
     tcase_add_test(tc, test_upgrade_connect);
     suite_add_tcase(s, tc);
+
+    TCase *as = tcase_create("suspend");
+    tcase_add_checked_fixture(as, setup, teardown);
+    tcase_set_timeout(as, 30);
+    tcase_add_test(as, test_suspend_timer);
+    tcase_add_test(as, test_suspend_no_timeouts);
+    tcase_add_test(as, test_suspend_pipelined);
+    tcase_add_test(as, test_suspend_client_close);
+    tcase_add_test(as, test_suspend_stream);
+    tcase_add_test(as, test_suspend_body);
+    tcase_add_test(as, test_suspend_drain);
+    tcase_add_test(as, test_suspend_close_all);
+    tcase_add_test(as, test_suspend_random);
+    suite_add_tcase(s, as);
 
     TCase *fz = tcase_create("fuzz");
     tcase_add_checked_fixture(fz, setup, teardown);
