@@ -41,11 +41,13 @@ typedef enum molt_msg_type {
     MOLT_MSG_STATS = 3, /* {requests: [1xx,2xx,3xx,4xx,5xx], conns, accepted, rss} */
     MOLT_MSG_DRAINED = 4, /* {} graceful stop finished: no connection left, exiting */
     MOLT_MSG_LOADING = 5, /* {plugin, file} about to initialise this instance (blame for a crash) */
+    MOLT_MSG_HEALTH_RESULT = 6, /* {status, error} the outcome of a HEALTH check ("" error: passed) */
     /* supervisor -> worker */
     MOLT_MSG_STOP = 16,   /* {graceful: bool} stop accepting; finish; exit */
     MOLT_MSG_PAUSE = 17,  /* {} stop accepting (a reload hands over); connections go on */
     MOLT_MSG_RESUME = 18, /* {} accept again (the reload rolled back) */
     MOLT_MSG_REPORT = 19, /* {} send a STATS message now (the end of a verify window) */
+    MOLT_MSG_HEALTH = 20, /* {path, timeout_ms} run the health request and every plugin's health check */
     MOLT_MSG_TYPE_COUNT
 } molt_msg_type_t;
 

@@ -291,6 +291,27 @@ unsigned sup_gen_request_reports(sup_gen_t *gen)
     return n;
 }
 
+unsigned sup_gen_request_health(sup_gen_t *gen, const char *path, uint32_t timeout_ms)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    molt_mp_pack_kv_str(&pk, "path", path);
+    molt_mp_pack_kv_u64(&pk, "timeout_ms", timeout_ms);
+    unsigned n = 0;
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state == SUP_W_EMPTY || p->gen != gen || p->chan < 0 || p->pid <= 0)
+            continue;
+        if (molt_chan_send(p->chan, MOLT_MSG_HEALTH, &sb, NULL, 0) == 0)
+            n++;
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
 void sup_gen_pause(sup_gen_t *gen, bool pause)
 {
     for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
@@ -440,6 +461,14 @@ static void proc_read_chan(sup_proc_t *p)
         case MOLT_MSG_STATS:
             proc_on_stats(p, &msg);
             break;
+        case MOLT_MSG_HEALTH_RESULT: {
+            uint64_t status = 0;
+            char error[512] = "";
+            molt_msg_get_u64(&msg, "status", &status);
+            molt_msg_get_str(&msg, "error", error, sizeof(error));
+            sup_reload_on_health(p, (int)status, error);
+            break;
+        }
         case MOLT_MSG_DRAINED:
             molt_info("worker %u (pid %d) drained", p->slot, (int)p->pid);
             break;

@@ -45,6 +45,7 @@ static struct {
     uint64_t verify_total0;    /* the new generation's responses when the window opened */
     uint64_t verify_errors0;
     unsigned reports_pending;  /* REPORTs asked at the end of the window, not yet answered */
+    unsigned health_pending;   /* HEALTH checks asked at the start of verify, not yet answered */
     json_t *last;              /* the last outcome */
     bool rollback;             /* the running reload re-activates the previous generation */
     bool rollback_queued;      /* a rollback was asked for while a reload ran */
@@ -58,6 +59,8 @@ static struct {
 #define SUP_VERIFY_MIN_RESPONSES 10
 /* How long the end of a verify window waits for the workers' counters. */
 #define SUP_VERIFY_REPORT_WAIT_MS 200
+/* The supervisor waits this much past the worker's own health timeout. */
+#define SUP_HEALTH_MARGIN_MS 500
 
 /* Returned by a phase whose outcome comes later, from an event. */
 #define RLE_WAIT ((sup_rl_event_t)SUP_RLE_EVENT_COUNT)
@@ -248,16 +251,67 @@ static void on_verify_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 void sup_reload_on_stats(const sup_gen_t *gen)
 {
-    if (R.phase == SUP_RL_VERIFY && gen == R.gen && R.reports_pending && --R.reports_pending == 0)
+    if (R.phase == SUP_RL_VERIFY && gen == R.gen && !R.health_pending && R.reports_pending &&
+        --R.reports_pending == 0)
         verify_judge();
 }
 
-static sup_rl_event_t reload_verify(void)
+/* Every new worker passed its health check: the stable window opens. */
+static void verify_window(void)
 {
+    ev_timer_stop(S.loop, &R.timer);
     gen_responses(R.gen, &R.verify_total0, &R.verify_errors0);
     ev_timer_init(&R.timer, on_verify_timer, R.gen->cfg->reload.health.stable_ms / 1000.0, 0.);
     ev_timer_start(S.loop, &R.timer);
+}
+
+static void on_health_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    char reason[160];
+    snprintf(reason, sizeof(reason), "%u worker%s did not answer the health check within %u ms", R.health_pending,
+             R.health_pending == 1 ? "" : "s", R.gen->cfg->reload.load_timeout_ms + SUP_HEALTH_MARGIN_MS);
+    R.health_pending = 0;
+    rl_event(SUP_RLE_FAIL, reason);
+}
+
+/*
+ * Verify, first step: every new worker runs the configured health request
+ * through its own full plugin pipeline, in-process, and every plugin's
+ * health callback (HEALTH / HEALTH_RESULT). Then the stable window.
+ */
+static sup_rl_event_t reload_verify(void)
+{
+    const molt_reload_cfg_t *rc = &R.gen->cfg->reload;
+    R.health_pending = sup_gen_request_health(R.gen, rc->health.path, rc->load_timeout_ms);
+    if (!R.health_pending) {
+        snprintf(R.reason, sizeof(R.reason), "no worker of the new generation could be asked for its health");
+        return SUP_RLE_FAIL;
+    }
+    ev_timer_init(&R.timer, on_health_deadline, (rc->load_timeout_ms + SUP_HEALTH_MARGIN_MS) / 1000.0, 0.);
+    ev_timer_start(S.loop, &R.timer);
     return RLE_WAIT;
+}
+
+void sup_reload_on_health(const sup_proc_t *p, int status, const char *error)
+{
+    if (R.phase != SUP_RL_VERIFY || p->gen != R.gen || !R.health_pending)
+        return;
+    const molt_health_cfg_t *h = &R.gen->cfg->reload.health;
+    char reason[1024];
+    if (error[0] || status != h->expect_status) {
+        if (status && status != h->expect_status)
+            snprintf(reason, sizeof(reason), "worker %u: GET %s returned %d, expected %d%s%s", p->slot, h->path,
+                     status, h->expect_status, error[0] ? "; " : "", error);
+        else
+            snprintf(reason, sizeof(reason), "worker %u: %s", p->slot, error[0] ? error : "no health result");
+        R.health_pending = 0;
+        ev_timer_stop(S.loop, &R.timer);
+        rl_event(SUP_RLE_FAIL, reason);
+        return;
+    }
+    if (--R.health_pending == 0)
+        verify_window();
 }
 
 static void outcome(int result)

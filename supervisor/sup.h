@@ -143,6 +143,10 @@ void sup_on_proc_gone(void);
 
 /* Asks every live worker of gen for a STATS report now; how many were asked. */
 unsigned sup_gen_request_reports(sup_gen_t *gen);
+/* Asks every live worker of gen to run the health check; how many were asked. */
+unsigned sup_gen_request_health(sup_gen_t *gen, const char *path, uint32_t timeout_ms);
+/* A HEALTH_RESULT came from worker p. */
+void sup_reload_on_health(const sup_proc_t *p, int status, const char *error);
 /* A STATS report came from a worker of gen. */
 void sup_reload_on_stats(const sup_gen_t *gen);
 

@@ -24,6 +24,7 @@
 #include "shared/exit.h"
 #include "shared/log.h"
 #include "shared/util.h"
+#include "worker/health.h"
 #include "worker/host.h"
 #include "worker/http.h"
 #include "worker/pipeline.h"
@@ -217,6 +218,7 @@ static void worker_exit(int code)
     ev_timer_stop(W.loop, &W.drain_w);
     /* Connections first: suspended transactions are aborted (txn_abort)
      * while every plugin is still fully there. */
+    wrk_health_cancel();
     wrk_http_free(W.http);
     W.http = NULL;
     if (W.started)
@@ -269,6 +271,38 @@ static void stop_fast(int exit_code)
     worker_exit(exit_code);
 }
 
+static void on_health_done(int status, const char *error, void *arg)
+{
+    (void)arg;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    molt_mp_pack_kv_u64(&pk, "status", status > 0 ? (uint64_t)status : 0);
+    molt_mp_pack_kv_str(&pk, "error", error);
+    chan_send(MOLT_MSG_HEALTH_RESULT, &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* A reload's verify asks: the health request through our own pipeline, then
+ * every plugin's health callback (worker/health.c). */
+static void health_begin(const molt_msg_t *msg)
+{
+    char path[1024] = "/healthz";
+    uint64_t timeout_ms = 5000;
+    molt_msg_get_str(msg, "path", path, sizeof(path));
+    molt_msg_get_u64(msg, "timeout_ms", &timeout_ms);
+    int rc = W.state == WRK_SERVING ? wrk_health_start(W.loop, W.http, &W.plugins, path, (uint32_t)timeout_ms,
+                                                       on_health_done, NULL)
+                                    : -ESHUTDOWN;
+    if (rc < 0) {
+        char err[128];
+        snprintf(err, sizeof(err), "could not start the health check: %s", strerror(-rc));
+        on_health_done(0, err, NULL);
+    }
+}
+
 static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop, (void)w, (void)revents;
@@ -299,6 +333,8 @@ static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
                 stop_fast(MOLT_EXIT_OK);
         } else if (msg.type == MOLT_MSG_REPORT) {
             send_stats();
+        } else if (msg.type == MOLT_MSG_HEALTH) {
+            health_begin(&msg);
         } else if (msg.type == MOLT_MSG_PAUSE || msg.type == MOLT_MSG_RESUME) {
             /* A reload hands the listeners to a new generation, or gives them
              * back; connections already open are not affected. */

@@ -301,6 +301,9 @@ START_TEST(test_verify_5xx_storm)
 {
     h_molt_t *h = h_new();
     h_cfg_set(h, "reload.health.stable_ms", json_integer(800));
+    /* the health request is answered well: what fails is the real traffic */
+    h_add_plugin(h, "hz", "hello.so", json_pack("{s:s}", "body", "ok\n"));
+    h_add_route(h, "/healthz", "hz");
     h_start_ready(h);
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "wrk -t1 -c4 -d3s -H 'Connection: close' http://127.0.0.1:%d/ 2>&1", h->port);
@@ -364,6 +367,43 @@ START_TEST(test_verify_crash)
     pid_t now[2];
     current_pids(h, now, 2);
     H_CHECK(now[0] == old[0] && now[1] == old[1], "the old workers were replaced");
+}
+END_TEST
+
+/* Verify starts with the health request through each new worker's own
+ * pipeline, and every plugin's health callback. */
+START_TEST(test_verify_health_request)
+{
+    h_molt_t *h = h_new();
+    h_add_plugin(h, "hz", "hello.so", json_pack("{s:s}", "body", "ok\n"));
+    h_add_route(h, "/healthz", "hz");
+    h_start_ready(h);
+    json_t *hz = json_array_get(json_object_get(h->cfg, "plugins"), 1);
+    json_object_set_new(hz, "config", json_pack("{s:s,s:i}", "body", "sick\n", "status", 503));
+    h_write_config(h);
+    h_cmd_t c;
+    int rc = moltctl_reload(h, &c);
+    H_CHECK(rc == 1 && strstr(c.out, "rolled back in phase verify: worker ") &&
+                strstr(c.out, "GET /healthz returned 503, expected 200"),
+            "a 503 health request: moltctl reload exited %d: %s", rc, c.out);
+    h_cmd_free(&c);
+    get_body(h, H_HELLO_BODY, "after a failed health request");
+}
+END_TEST
+
+START_TEST(test_verify_plugin_health)
+{
+    h_molt_t *h = h_new();
+    h_start_ready(h);
+    h_add_plugin(h, "sick", "tp_bad_health.so", NULL);
+    h_write_config(h);
+    h_cmd_t c;
+    int rc = moltctl_reload(h, &c);
+    H_CHECK(rc == 1 && strstr(c.out, "rolled back in phase verify: worker ") &&
+                strstr(c.out, "plugin sick: health check failed: disk full"),
+            "a failing plugin health check: moltctl reload exited %d: %s", rc, c.out);
+    h_cmd_free(&c);
+    get_body(h, H_HELLO_BODY, "after a failed plugin health check");
 }
 END_TEST
 
@@ -464,6 +504,8 @@ int main(void)
     tcase_add_test(tc, test_sighup);
     tcase_add_test(tc, test_verify_5xx_storm);
     tcase_add_test(tc, test_verify_crash);
+    tcase_add_test(tc, test_verify_health_request);
+    tcase_add_test(tc, test_verify_plugin_health);
     tcase_add_test(tc, test_rollback_command);
     suite_add_tcase(s, tc);
     tc = tcase("concurrency", 60);

@@ -84,6 +84,21 @@ __attribute__((visibility("default"))) int tp_something_else(void)
     return 42;
 }
 
+#elif defined(TP_BAD_HEALTH)
+/* Serves, but its health check fails: a reload's verify must roll back. */
+static int tp_health(molt_instance_t *inst, char *err, size_t errlen)
+{
+    (void)inst;
+    snprintf(err, errlen, "disk full");
+    return MOLT_ERROR;
+}
+static int tp_handle(molt_txn_t *txn, void *data)
+{
+    (void)data;
+    return molt_resp_write(txn, "sick\n", 5);
+}
+MOLT_PLUGIN(.name = "bad_health", .version = "1.0.0", .handle = tp_handle, .health = tp_health)
+
 #elif defined(TP_ECHO)
 /* Echoes what it saw, for checking the request path end to end:
  * method, path, query, a header, the body; /echo/fail answers MOLT_ERROR,
