@@ -43,11 +43,13 @@ typedef enum molt_msg_type {
     MOLT_MSG_LOADING = 5, /* {plugin, file} about to initialise this instance (blame for a crash) */
     MOLT_MSG_HEALTH_RESULT = 6, /* {status, error} the outcome of a HEALTH check ("" error: passed) */
     /* supervisor -> worker */
-    MOLT_MSG_STOP = 16,   /* {graceful: bool} stop accepting; finish; exit */
+    MOLT_MSG_STOP = 16,   /* {graceful: bool, retired?: bool} stop accepting; finish; exit
+                           * (retired: a reload committed this worker's successor) */
     MOLT_MSG_PAUSE = 17,  /* {} stop accepting (a reload hands over); connections go on */
     MOLT_MSG_RESUME = 18, /* {} accept again (the reload rolled back) */
     MOLT_MSG_REPORT = 19, /* {} send a STATS message now (the end of a verify window) */
     MOLT_MSG_HEALTH = 20, /* {path, timeout_ms} run the health request and every plugin's health check */
+    MOLT_MSG_ACTIVATE = 21, /* {} this worker's generation was committed by a reload */
     MOLT_MSG_TYPE_COUNT
 } molt_msg_type_t;
 

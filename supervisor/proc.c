@@ -249,8 +249,9 @@ static void proc_send_stop(sup_proc_t *p, bool graceful)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
+    msgpack_pack_map(&pk, 2);
     molt_mp_pack_kv_bool(&pk, "graceful", graceful);
+    molt_mp_pack_kv_bool(&pk, "retired", p->gen->retired);
     int rc = p->chan >= 0 ? molt_chan_send(p->chan, MOLT_MSG_STOP, &sb, NULL, 0) : -EPIPE;
     msgpack_sbuffer_destroy(&sb);
     if (rc < 0) {
@@ -276,6 +277,15 @@ static void gen_on_kill_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     if (n)
         molt_warn("generation %llu: %u worker%s still running at the stop deadline; killed",
                   (unsigned long long)gen->number, n, n == 1 ? "" : "s");
+}
+
+void sup_gen_activate(sup_gen_t *gen)
+{
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state != SUP_W_EMPTY && p->gen == gen && p->chan >= 0 && p->pid > 0)
+            molt_chan_send(p->chan, MOLT_MSG_ACTIVATE, NULL, NULL, 0);
+    }
 }
 
 unsigned sup_gen_request_reports(sup_gen_t *gen)

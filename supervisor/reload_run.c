@@ -374,6 +374,8 @@ static sup_rl_event_t reload_commit(void)
     R.gen->served = true;
     S.active = R.gen;
     R.gen = NULL;
+    sup_gen_activate(S.active);
+    old->retired = true;
     sup_gen_stop(old, true); /* drains; killed at drain_timeout_ms */
     outcome(RL_COMMITTED);
     return SUP_RLE_OK;

@@ -42,6 +42,7 @@ typedef struct sup_gen {
     unsigned nready;       /* workers that said READY at least once */
     json_t *plugins;       /* what the first READY worker reported loading */
     ev_timer kill_w;       /* once told to stop: the deadline after which its workers are killed */
+    bool retired;          /* stopped because a reload committed its successor */
     uint64_t created_ms;   /* wall clock */
     unsigned nprocs;       /* process-table entries still held by this generation */
 } sup_gen_t;
@@ -140,6 +141,9 @@ json_t *sup_procs_json(void);
 void sup_on_gen_ready(sup_gen_t *gen);
 void sup_on_gen_failed(sup_gen_t *gen, const char *reason);
 void sup_on_proc_gone(void);
+
+/* Tells every live worker of gen that a reload committed its generation. */
+void sup_gen_activate(sup_gen_t *gen);
 
 /* Asks every live worker of gen for a STATS report now; how many were asked. */
 unsigned sup_gen_request_reports(sup_gen_t *gen);

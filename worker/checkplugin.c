@@ -134,6 +134,7 @@ static void describe(FILE *f, const char *file, const molt_plugin_t *d)
     fprintf(f, LABEL "%s\n", "fini:", yes_no((const void *)d->fini));
     fprintf(f, LABEL "%s\n", "request handler:", yes_no((const void *)d->handle));
     fprintf(f, LABEL "%s\n", "txn_abort:", yes_no((const void *)d->txn_abort));
+    fprintf(f, LABEL "%s\n", "on_reload:", yes_no((const void *)d->on_reload));
 
     if (d->nhooks)
         fprintf(f, LABEL "%zu callback%s (in descriptor order; each hook runs by priority, lower first)\n",

@@ -52,6 +52,7 @@ typedef struct wrk {
     wrk_router_t *router;
     wrk_http_t *http;
     bool started; /* WORKER_START ran: WORKER_STOP is owed */
+    bool paused;  /* handed off to a generation being verified (PAUSE) */
     int exit_code;
     ev_io chan_w;
     ev_io sig_w;
@@ -303,6 +304,19 @@ static void health_begin(const molt_msg_t *msg)
     }
 }
 
+/* Tells every instance where a reload stands (molt_plugin_t.on_reload). */
+static void notify_reload(int phase)
+{
+    for (size_t i = 0; i < W.plugins.ninsts; i++) {
+        struct molt_instance *inst = &W.plugins.insts[i];
+        if (!inst->dso->desc.on_reload)
+            continue;
+        wrk_host_current = inst;
+        inst->dso->desc.on_reload(inst, phase);
+        wrk_host_current = NULL;
+    }
+}
+
 static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop, (void)w, (void)revents;
@@ -325,8 +339,11 @@ static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
             continue;
         }
         if (msg.type == MOLT_MSG_STOP) {
-            bool graceful = true;
+            bool graceful = true, retired = false;
             molt_msg_get_bool(&msg, "graceful", &graceful);
+            molt_msg_get_bool(&msg, "retired", &retired);
+            if (retired && W.state == WRK_SERVING)
+                notify_reload(MOLT_RELOAD_RETIRED);
             if (graceful)
                 stop_graceful(MOLT_EXIT_OK, false);
             else
@@ -335,14 +352,21 @@ static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
             send_stats();
         } else if (msg.type == MOLT_MSG_HEALTH) {
             health_begin(&msg);
+        } else if (msg.type == MOLT_MSG_ACTIVATE) {
+            notify_reload(MOLT_RELOAD_ACTIVE);
         } else if (msg.type == MOLT_MSG_PAUSE || msg.type == MOLT_MSG_RESUME) {
             /* A reload hands the listeners to a new generation, or gives them
              * back; connections already open are not affected. */
-            if (W.state == WRK_SERVING) {
-                if (msg.type == MOLT_MSG_PAUSE)
+            /* Only a handed-off worker resumes: a reload that failed before
+             * its handoff changed nothing here, and says nothing. */
+            bool pause = msg.type == MOLT_MSG_PAUSE;
+            if (W.state == WRK_SERVING && pause != W.paused) {
+                W.paused = pause;
+                if (pause)
                     wrk_http_pause(W.http);
                 else
                     wrk_http_resume(W.http);
+                notify_reload(pause ? MOLT_RELOAD_HANDOFF : MOLT_RELOAD_RESUMED);
                 molt_info("%s accepting", msg.type == MOLT_MSG_PAUSE ? "stopped" : "resumed");
             }
         } else {

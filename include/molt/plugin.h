@@ -208,6 +208,16 @@ typedef struct molt_plugin {
      */
     void (*txn_abort)(molt_txn_t *txn, void *data);
 
+    /*
+     * on_reload (ABI 1.1): where a reload stands, seen from this worker
+     * (enum molt_reload_phase). Every generation is its own set of worker
+     * processes, so an instance learns of a reload from one side: in the
+     * old generation HANDOFF, then RESUMED (the reload rolled back) or
+     * RETIRED (committed: this worker drains and fini follows); in the new
+     * generation ACTIVE once it is committed. Optional; never blocks.
+     */
+    void (*on_reload)(molt_instance_t *inst, int phase);
+
     /* Room to grow within ABI 1: fields that later minors add go before this
      * array (struct_size tells the host which exist); a plugin built against
      * an older minor has zeros where they are. Leave zeroed. */
@@ -304,6 +314,19 @@ typedef struct molt_host_api {
                               void (*fn)(molt_watch_t *w, int fd, int revents, void *arg), void *arg);
     void (*fd_unwatch)(molt_watch_t *w);
 } molt_host_api_t;
+
+/*
+ * Reload phases told to plugins (molt_plugin_t.on_reload). The stateful
+ * hot-reload design's BEFORE_UNLOAD is HANDOFF, AFTER_LOAD is ACTIVE and
+ * AFTER_UNLOAD is RETIRED; RESUMED is its rollback, seen by the generation
+ * that keeps serving.
+ */
+enum molt_reload_phase {
+    MOLT_RELOAD_HANDOFF = 1, /* old generation: a successor is being verified; no new connections */
+    MOLT_RELOAD_RESUMED = 2, /* old generation: the reload rolled back; accepting again */
+    MOLT_RELOAD_RETIRED = 3, /* old generation: the successor is committed; draining, then fini */
+    MOLT_RELOAD_ACTIVE = 4,  /* new generation: committed; this generation is the active one */
+};
 
 /* Events of molt_fd_watch(). */
 enum molt_ev {

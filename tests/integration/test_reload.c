@@ -485,6 +485,64 @@ START_TEST(test_events)
 }
 END_TEST
 
+static size_t count_lines(const char *path, const char *line)
+{
+    char *text = h_read_file(path, NULL);
+    size_t n = 0, len = strlen(line);
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        n += l == len && memcmp(p, line, len) == 0;
+        p = nl ? nl + 1 : p + l;
+    }
+    free(text);
+    return n;
+}
+
+/*
+ * Plugins are told where a reload stands, from their side: the old workers
+ * HANDOFF, then RETIRED on commit or RESUMED on rollback; the new ones
+ * ACTIVE on commit.
+ */
+START_TEST(test_reload_phases_told)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(50));
+    char log[PATH_MAX];
+    snprintf(log, sizeof(log), "%s/phases.log", h->dir);
+    h_add_plugin(h, "p", "tp_provider.so", json_pack("{s:s}", "log", log));
+    h_start_ready(h);
+    h_cmd_t c;
+    H_CHECK(moltctl_reload(h, &c) == 0, "reload: %s", c.out);
+    h_cmd_free(&c);
+    for (int i = 0; i < 50 && count_lines(log, "reload retired p") < 2; i++)
+        h_sleep_ms(50);
+    H_CHECK(count_lines(log, "reload handoff p") == 2 && count_lines(log, "reload active p") == 2 &&
+                count_lines(log, "reload retired p") == 2 && count_lines(log, "reload resumed p") == 0,
+            "after a commit, the phases told: %s", h_read_file(log, NULL));
+
+    /* failing in spawn: no handoff happened, so nothing is told */
+    h_add_plugin(h, "bad", "tp_fail_init.so", NULL);
+    h_write_config(h);
+    H_CHECK(moltctl_reload(h, &c) == 1, "a reload failing in spawn: %s", c.out);
+    h_cmd_free(&c);
+    h_sleep_ms(300);
+    H_CHECK(count_lines(log, "reload handoff p") == 2 && count_lines(log, "reload resumed p") == 0,
+            "a reload that fails in spawn never hands off; the phases told: %s", h_read_file(log, NULL));
+
+    /* failing in verify: the old workers handed off, then resume */
+    json_t *bad = json_array_get(json_object_get(h->cfg, "plugins"), 2);
+    json_object_set_new(bad, "file", json_string("tp_bad_health.so"));
+    h_write_config(h);
+    H_CHECK(moltctl_reload(h, &c) == 1, "a reload failing in verify: %s", c.out);
+    h_cmd_free(&c);
+    for (int i = 0; i < 50 && count_lines(log, "reload resumed p") < 2; i++)
+        h_sleep_ms(50);
+    H_CHECK(count_lines(log, "reload handoff p") == 4 && count_lines(log, "reload resumed p") == 2,
+            "a reload that fails in verify: handoff, then resumed; the phases told: %s", h_read_file(log, NULL));
+}
+END_TEST
+
 static size_t count_fds(pid_t pid)
 {
     char path[64];
@@ -589,6 +647,7 @@ int main(void)
     tcase_add_test(tc, test_wrk_through_reloads);
     tcase_add_test(tc, test_events);
     tcase_add_test(tc, test_hundred_reloads);
+    tcase_add_test(tc, test_reload_phases_told);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);

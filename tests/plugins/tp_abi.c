@@ -466,6 +466,14 @@ static int rec_stop(molt_instance_t *inst, void *data)
     return MOLT_OK;
 }
 
+/* Where a reload stands, as this worker sees it (molt_plugin_t.on_reload). */
+static void rec_on_reload(molt_instance_t *inst, int phase)
+{
+    const rec_t *r = molt_instance_data(inst);
+    static const char *const names[] = {"?", "handoff", "resumed", "retired", "active"};
+    tp_log(r->log, "reload %s %s", phase >= 1 && phase <= 4 ? names[phase] : "?", r->name);
+}
+
 static const molt_hook_t rec_hooks[] = {
     {.id = MOLT_HOOK_WORKER_START, .fn.global = rec_start},
     {.id = MOLT_HOOK_WORKER_STOP, .fn.global = rec_stop},
@@ -484,7 +492,7 @@ static int rec_handle(molt_txn_t *txn, void *data)
 
 #define REC_PLUGIN(...)                                                                                  \
     MOLT_PLUGIN(.init = rec_init, .fini = rec_fini, .handle = rec_handle, .hooks = rec_hooks,             \
-                .nhooks = sizeof(rec_hooks) / sizeof(rec_hooks[0]), __VA_ARGS__)
+                .nhooks = sizeof(rec_hooks) / sizeof(rec_hooks[0]), .on_reload = rec_on_reload, __VA_ARGS__)
 
 #if defined(TP_PROVIDER)
 REC_PLUGIN(.name = "tp_provider", .version = "2.1.0")
