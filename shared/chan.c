@@ -48,7 +48,8 @@ static const char *const msg_type_names[MOLT_MSG_TYPE_COUNT] = {
     [MOLT_MSG_DRAINED] = "DRAINED", [MOLT_MSG_LOADING] = "LOADING", [MOLT_MSG_STOP] = "STOP",
     [MOLT_MSG_PAUSE] = "PAUSE",     [MOLT_MSG_RESUME] = "RESUME",  [MOLT_MSG_REPORT] = "REPORT",
     [MOLT_MSG_HEALTH] = "HEALTH",   [MOLT_MSG_HEALTH_RESULT] = "HEALTH_RESULT",
-    [MOLT_MSG_ACTIVATE] = "ACTIVATE",
+    [MOLT_MSG_ACTIVATE] = "ACTIVATE", [MOLT_MSG_SLOT_RESERVE] = "SLOT_RESERVE",
+    [MOLT_MSG_SLOT_INDEX] = "SLOT_INDEX",
 };
 
 static bool msg_type_known(unsigned type)

@@ -42,6 +42,7 @@ typedef enum molt_msg_type {
     MOLT_MSG_DRAINED = 4, /* {} graceful stop finished: no connection left, exiting */
     MOLT_MSG_LOADING = 5, /* {plugin, file} about to initialise this instance (blame for a crash) */
     MOLT_MSG_HEALTH_RESULT = 6, /* {status, error} the outcome of a HEALTH check ("" error: passed) */
+    MOLT_MSG_SLOT_RESERVE = 7,  /* {level, name} the index of a named slot (asked during init) */
     /* supervisor -> worker */
     MOLT_MSG_STOP = 16,   /* {graceful: bool, retired?: bool} stop accepting; finish; exit
                            * (retired: a reload committed this worker's successor) */
@@ -50,6 +51,7 @@ typedef enum molt_msg_type {
     MOLT_MSG_REPORT = 19, /* {} send a STATS message now (the end of a verify window) */
     MOLT_MSG_HEALTH = 20, /* {path, timeout_ms} run the health request and every plugin's health check */
     MOLT_MSG_ACTIVATE = 21, /* {} this worker's generation was committed by a reload */
+    MOLT_MSG_SLOT_INDEX = 22, /* {index} or {error} the answer to SLOT_RESERVE */
     MOLT_MSG_TYPE_COUNT
 } molt_msg_type_t;
 

@@ -20,6 +20,7 @@
 #include "shared/log.h"
 #include "shared/util.h"
 #include "supervisor/gendir.h"
+#include "supervisor/slots.h"
 #include "supervisor/sup.h"
 
 static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents);
@@ -470,6 +471,10 @@ static void proc_read_chan(sup_proc_t *p)
         }
         case MOLT_MSG_STATS:
             proc_on_stats(p, &msg);
+            break;
+        case MOLT_MSG_SLOT_RESERVE:
+            if (p->chan >= 0)
+                sup_slot_answer(p->chan, &msg);
             break;
         case MOLT_MSG_HEALTH_RESULT: {
             uint64_t status = 0;

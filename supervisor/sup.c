@@ -21,6 +21,7 @@
 #include "shared/log.h"
 #include "shared/util.h"
 #include "supervisor/gendir.h"
+#include "supervisor/slots.h"
 #include "supervisor/sup.h"
 
 sup_t S;
@@ -241,6 +242,7 @@ int sup_run(const char *config_path)
     ev_run(S.loop, 0);
 out:
     sup_reload_free();
+    sup_slots_free();
     sup_ctl_close();
     sup_listen_close(S.listen_fds, S.nlisten);
     for (size_t i = 0; i < SUP_MAX_GENS; i++)
@@ -320,6 +322,8 @@ int sup_check(const char *config_path)
             continue;
         if (msg.type == MOLT_MSG_READY) {
             ready = true;
+        } else if (msg.type == MOLT_MSG_SLOT_RESERVE) {
+            sup_slot_answer(sv[0], &msg);
         } else if (msg.type == MOLT_MSG_LOADING) {
             char plugin[128] = "", file[256] = "";
             molt_msg_get_str(&msg, "plugin", plugin, sizeof(plugin));
@@ -362,6 +366,7 @@ int sup_check(const char *config_path)
         fprintf(stderr, "moltd: configuration %s test failed\n", config_path);
     }
 out:
+    sup_slots_free();
     molt_config_free(cfg);
     return rc;
 }

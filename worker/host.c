@@ -5,6 +5,8 @@
  */
 #include "worker/host.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,9 @@
 
 #include "shared/config.h"
 
+#include "shared/chan.h"
+#include "shared/entry.h"
+#include "shared/util.h"
 #include "shared/log.h"
 #include "worker/http.h"
 #include "worker/pipeline.h"
@@ -22,6 +27,7 @@
 #include "worker/txn.h"
 
 struct molt_instance *wrk_host_current;
+bool wrk_host_in_init;
 struct ev_loop *wrk_host_loop;
 struct wrk_plugins *wrk_host_plugins;
 
@@ -557,6 +563,102 @@ void wrk_host_cancel_async(struct molt_instance *inst)
                   nwatches);
 }
 
+/* ---- named slots ---- */
+
+#define SLOT_REPLY_TIMEOUT_MS 5000
+
+/*
+ * Asks the supervisor (the registry, supervisor/slots.c) for the index of a
+ * name, and waits for the answer: the one place a worker waits on its
+ * channel, allowed because it happens in init, before anything is served.
+ */
+static int h_slot_reserve(molt_instance_t *inst, int level, const char *name)
+{
+    const char *who = inst ? inst->cfg->name : "?";
+    if (!wrk_host_in_init) {
+        molt_warn("plugin %s: molt_slot_reserve(\"%s\") outside init; refused", who, name ? name : "");
+        return -1;
+    }
+    if ((level != MOLT_SLOT_TXN && level != MOLT_SLOT_SESSION) || !name || !name[0]) {
+        molt_warn("plugin %s: molt_slot_reserve needs a level and a name", who);
+        return -1;
+    }
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    molt_mp_pack_kv_u64(&pk, "level", (uint64_t)level);
+    molt_mp_pack_kv_str(&pk, "name", name);
+    int rc = molt_chan_send(MOLT_WRK_FD_CHANNEL, MOLT_MSG_SLOT_RESERVE, &sb, NULL, 0);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc < 0) {
+        molt_warn("plugin %s: asking for slot \"%s\" failed: %s", who, name, strerror(-rc));
+        return -1;
+    }
+    uint64_t deadline = molt_now_ms() + SLOT_REPLY_TIMEOUT_MS;
+    for (;;) {
+        molt_msg_t msg;
+        rc = molt_chan_recv(MOLT_WRK_FD_CHANNEL, &msg);
+        if (rc == -EAGAIN) {
+            uint64_t now = molt_now_ms();
+            if (now >= deadline)
+                break;
+            struct pollfd pfd = {.fd = MOLT_WRK_FD_CHANNEL, .events = POLLIN};
+            poll(&pfd, 1, (int)(deadline - now));
+            continue;
+        }
+        if (rc < 0)
+            break;
+        int idx = -1;
+        if (msg.type == MOLT_MSG_SLOT_INDEX) {
+            uint64_t v;
+            char err[128] = "";
+            if (molt_msg_get_u64(&msg, "index", &v) && v < MOLT_SLOTS_MAX)
+                idx = (int)v;
+            else if (molt_msg_get_str(&msg, "error", err, sizeof(err)))
+                molt_warn("plugin %s: slot \"%s\" refused: %s", who, name, err);
+            molt_msg_free(&msg);
+            return idx;
+        }
+        /* Nothing else is sent to a worker that is not ready yet. */
+        molt_warn("unexpected %s message while reserving a slot; ignored", molt_msg_type_name(msg.type));
+        molt_msg_free(&msg);
+    }
+    molt_warn("plugin %s: no answer for slot \"%s\" from the supervisor", who, name);
+    return -1;
+}
+
+static void *h_txn_slot_get(const molt_txn_t *txn, int index)
+{
+    void **slots = (unsigned)index < MOLT_SLOTS_MAX ? wrk_pipeline_txn_slots((molt_txn_t *)txn, false) : NULL;
+    return slots ? slots[index] : NULL;
+}
+
+static int h_txn_slot_set(molt_txn_t *txn, int index, void *value)
+{
+    void **slots = (unsigned)index < MOLT_SLOTS_MAX ? wrk_pipeline_txn_slots(txn, true) : NULL;
+    if (!slots)
+        return MOLT_ERROR;
+    slots[index] = value;
+    return MOLT_OK;
+}
+
+static void *h_session_slot_get(const molt_session_t *ses, int index)
+{
+    return (unsigned)index < MOLT_SLOTS_MAX && ses->slots ? ses->slots[index] : NULL;
+}
+
+static int h_session_slot_set(molt_session_t *ses, int index, void *value)
+{
+    if ((unsigned)index >= MOLT_SLOTS_MAX)
+        return MOLT_ERROR;
+    if (!ses->slots && !(ses->slots = calloc(MOLT_SLOTS_MAX, sizeof(void *))))
+        return MOLT_ERROR;
+    ses->slots[index] = value;
+    return MOLT_OK;
+}
+
 const molt_host_api_t wrk_host_api = {
     .abi_major = MOLT_ABI_MAJOR,
     .abi_minor = MOLT_ABI_MINOR,
@@ -594,4 +696,9 @@ const molt_host_api_t wrk_host_api = {
     .timer_stop = h_timer_stop,
     .fd_watch = h_fd_watch,
     .fd_unwatch = h_fd_unwatch,
+    .slot_reserve = h_slot_reserve,
+    .txn_slot_get = h_txn_slot_get,
+    .txn_slot_set = h_txn_slot_set,
+    .session_slot_get = h_session_slot_get,
+    .session_slot_set = h_session_slot_set,
 };

@@ -2,6 +2,8 @@
 #ifndef MOLT_WORKER_HOST_H
 #define MOLT_WORKER_HOST_H
 
+#include <stdbool.h>
+
 #include "molt/plugin.h"
 
 extern const molt_host_api_t wrk_host_api;
@@ -10,6 +12,9 @@ extern const molt_host_api_t wrk_host_api;
  * so that host functions know who calls them (the "plugin context" of the
  * Traffic Server reload design). */
 extern struct molt_instance *wrk_host_current;
+
+/* True while an instance's init runs. */
+extern bool wrk_host_in_init;
 
 /* The worker's event loop, for the timers and fd watchers of plugins (set
  * before plugins are loaded: init may start a timer); NULL: none. */

@@ -1112,6 +1112,7 @@ static void conn_close(conn_t *c)
     molt_buf_free(&c->pending);
     molt_buf_free(&c->txn.resp_headers);
     molt_buf_free(&c->txn.resp_body);
+    free(c->ses.slots);
     free(c->hoff);
     free(c->hdrs);
     free(c);

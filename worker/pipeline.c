@@ -35,6 +35,8 @@ typedef struct ptxn {
     bool ptrs_used;      /* some slot may be set */
     bool resp_hooks_ran;
     bool sealed; /* TXN_END: the response can no longer change */
+    void **slots;    /* MOLT_SLOTS_MAX named transaction slots, allocated on first use */
+    bool slots_used; /* some slot may be set: clear them at the next transaction */
 
     /* suspension */
     bool in_step;   /* the handler or a request-phase callback of this txn is running */
@@ -105,6 +107,18 @@ static ptxn_t *ptxn_get(struct molt_txn *txn)
 static ptxn_t *ptxn_of(const struct molt_txn *txn)
 {
     return txn ? txn->pipeline : NULL;
+}
+
+void **wrk_pipeline_txn_slots(struct molt_txn *txn, bool create)
+{
+    ptxn_t *st = ptxn_of(txn);
+    if (!st)
+        return NULL;
+    if (!st->slots && create && !(st->slots = calloc(MOLT_SLOTS_MAX, sizeof(void *))))
+        return NULL;
+    if (st->slots && create)
+        st->slots_used = true;
+    return st->slots;
 }
 
 bool wrk_pipeline_sealed(const struct molt_txn *txn)
@@ -345,6 +359,10 @@ void wrk_pipeline_dispatch(struct molt_txn *txn, void *arg)
     }
     if (st->ctx)
         memset(st->ctx, 0, P.ps->ctx_total);
+    if (st->slots_used) {
+        memset(st->slots, 0, MOLT_SLOTS_MAX * sizeof(void *));
+        st->slots_used = false;
+    }
     wrk_overlay_reset(&st->ov);
     st->resp_hooks_ran = false;
     st->sealed = false;
@@ -419,6 +437,7 @@ void wrk_pipeline_release(struct molt_txn *txn, void *arg)
     if (!st)
         return;
     release_ptrs(st); /* nothing left normally: TXN_END or the abort released them */
+    free(st->slots);
     free(st);
     txn->pipeline = NULL;
 }

@@ -66,6 +66,10 @@ void *wrk_pipeline_ctx(struct molt_txn *txn, const struct molt_instance *inst);
 /* The transaction's hook overlay (host API: per-transaction coordination), or NULL. */
 wrk_overlay_t *wrk_pipeline_overlay(struct molt_txn *txn);
 
+/* The transaction's named slots (MOLT_SLOTS_MAX), allocated when `create`;
+ * NULL when none were ever set (or out of memory). */
+void **wrk_pipeline_txn_slots(struct molt_txn *txn, bool create);
+
 /* True while TXN_END runs for txn: its response is complete and the host
  * refuses to change it. */
 bool wrk_pipeline_sealed(const struct molt_txn *txn);

@@ -395,7 +395,9 @@ int wrk_plugins_load(wrk_plugins_t *ps, const molt_config_t *cfg, const char *pl
         }
         char ebuf[sizeof(err->reason)] = "";
         wrk_host_current = inst;
+        wrk_host_in_init = true; /* what only init may do: molt_slot_reserve() */
         int rc = inst->dso->desc.init(inst, inst->cfg->config_json, ebuf, sizeof(ebuf));
+        wrk_host_in_init = false;
         wrk_host_current = NULL;
         if (rc != MOLT_OK) {
             ebuf[sizeof(ebuf) - 1] = '\0';

@@ -28,6 +28,8 @@ struct molt_session {
     uint64_t id;   /* counts connections accepted by this worker */
     int fd;        /* the connection's socket */
     char peer[64]; /* formatted lazily by the host API; "" until then */
+    void **slots;  /* MOLT_SLOTS_MAX named session slots, allocated on first use;
+                    * freed with the connection */
 };
 
 struct molt_txn {

@@ -313,6 +313,13 @@ typedef struct molt_host_api {
     molt_watch_t *(*fd_watch)(molt_instance_t *inst, int fd, int events,
                               void (*fn)(molt_watch_t *w, int fd, int revents, void *arg), void *arg);
     void (*fd_unwatch)(molt_watch_t *w);
+
+    /* ---- ABI 1.1: named slots (test with MOLT_HOST_HAS(molt_host, slot_reserve)) ---- */
+    int (*slot_reserve)(molt_instance_t *inst, int level, const char *name);
+    void *(*txn_slot_get)(const molt_txn_t *txn, int index);
+    int (*txn_slot_set)(molt_txn_t *txn, int index, void *value);
+    void *(*session_slot_get)(const molt_session_t *ses, int index);
+    int (*session_slot_set)(molt_session_t *ses, int index, void *value);
 } molt_host_api_t;
 
 /*
@@ -616,6 +623,48 @@ static inline molt_watch_t *molt_fd_watch(molt_instance_t *inst, int fd, int eve
 static inline void molt_fd_unwatch(molt_watch_t *w)
 {
     molt_host->fd_unwatch(w);
+}
+
+/* ---- named slots (ABI 1.1) ---------------------------------------------------------------- */
+
+/* Levels of named slots (the Traffic Server user-arg design). */
+enum molt_slot_level {
+    MOLT_SLOT_TXN = 1,     /* one value per transaction, NULL at its start */
+    MOLT_SLOT_SESSION = 2, /* one value per connection, NULL when it opens */
+};
+#define MOLT_SLOTS_MAX 64 /* per level, for the life of a moltd */
+
+/**
+ * Reserves the slot called `name` at `level` and returns its index
+ * (0..MOLT_SLOTS_MAX-1), or -1 (logged) if the slots are used up or the call
+ * is made outside init. The index of a name is the same in every worker and
+ * in every generation of a moltd (the supervisor keeps the registry), so
+ * plugins of different generations, and plugins that share a slot by name,
+ * agree on it. Call it from init.
+ */
+static inline int molt_slot_reserve(molt_instance_t *inst, int level, const char *name)
+{
+    return molt_host->slot_reserve(inst, level, name);
+}
+/** The value in transaction slot `index`, or NULL. */
+static inline void *molt_txn_slot_get(const molt_txn_t *txn, int index)
+{
+    return molt_host->txn_slot_get(txn, index);
+}
+/** Stores a value in transaction slot `index` (the plugin owns what it points to). MOLT_OK or MOLT_ERROR. */
+static inline int molt_txn_slot_set(molt_txn_t *txn, int index, void *value)
+{
+    return molt_host->txn_slot_set(txn, index, value);
+}
+/** The value in session slot `index`, or NULL. */
+static inline void *molt_session_slot_get(const molt_session_t *ses, int index)
+{
+    return molt_host->session_slot_get(ses, index);
+}
+/** Stores a value in session slot `index`; free what it points to at SESSION_CLOSE. MOLT_OK or MOLT_ERROR. */
+static inline int molt_session_slot_set(molt_session_t *ses, int index, void *value)
+{
+    return molt_host->session_slot_set(ses, index, value);
 }
 
 /* ---- defining a plugin ------------------------------------------------------------------- */

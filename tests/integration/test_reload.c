@@ -543,6 +543,66 @@ START_TEST(test_reload_phases_told)
 }
 END_TEST
 
+/* A response body from a fresh connection. */
+static void get_path(h_molt_t *h, const char *path, char *out, size_t len)
+{
+    h_resp_t r;
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", h->port, path);
+    H_CHECK(h_curl(h, &r, url, NULL) == 0 && r.status == 200, "GET %s failed", path);
+    snprintf(out, len, "%s", r.body);
+    h_resp_free(&r);
+}
+
+/*
+ * Named slots: the index of a name is the same in every worker and across
+ * generations (the supervisor keeps the registry), whatever order a new
+ * generation reserves them in; transaction slots start empty, session slots
+ * live as long as the connection.
+ */
+START_TEST(test_slots_stable)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(0));
+    h_add_plugin(h, "sl", "tp_slots.so", json_pack("{s:[s,s],s:[s]}", "txn", "a", "b", "session", "s"));
+    h_add_route(h, "/slots", "sl");
+    h_start_ready(h);
+    char body[512];
+    for (int i = 0; i < 6; i++) { /* both workers */
+        get_path(h, "/slots", body, sizeof(body));
+        H_CHECK(strcmp(body, "txn a=0 b=1 session s=0 txn_fresh=yes txn_kept=yes count=1\n") == 0,
+                "generation 1: %s", body);
+    }
+    /* a session slot lives with its connection */
+    h_conn_t c;
+    h_conn_open(&c, AF_INET, h->port);
+    for (int i = 1; i <= 3; i++) {
+        h_resp_t r;
+        h_conn_send_str(&c, "GET /slots HTTP/1.1\r\nHost: x\r\n\r\n");
+        H_CHECK(h_conn_read(&c, &r, 5000) == 0 && r.status == 200, "keep-alive request %d", i);
+        char want[32];
+        snprintf(want, sizeof(want), "count=%d\n", i);
+        H_CHECK(strstr(r.body, "txn_fresh=yes") && strstr(r.body, want), "request %d on one connection: %s", i,
+                r.body);
+        h_resp_free(&r);
+    }
+    h_conn_close(&c);
+
+    /* the next generation reserves a new name first, then the old ones */
+    json_t *sl = json_array_get(json_object_get(h->cfg, "plugins"), 1);
+    json_object_set_new(sl, "config", json_pack("{s:[s,s,s],s:[s,s]}", "txn", "c", "b", "a", "session", "t", "s"));
+    h_write_config(h);
+    h_cmd_t cmd;
+    H_CHECK(moltctl_reload(h, &cmd) == 0, "reload: %s", cmd.out);
+    h_cmd_free(&cmd);
+    for (int i = 0; i < 6; i++) {
+        get_path(h, "/slots", body, sizeof(body));
+        H_CHECK(strcmp(body, "txn c=2 b=1 a=0 session t=1 s=0 txn_fresh=yes txn_kept=yes count=1\n") == 0,
+                "generation 2: %s", body);
+    }
+}
+END_TEST
+
 static size_t count_fds(pid_t pid)
 {
     char path[64];
@@ -648,6 +708,7 @@ int main(void)
     tcase_add_test(tc, test_events);
     tcase_add_test(tc, test_hundred_reloads);
     tcase_add_test(tc, test_reload_phases_told);
+    tcase_add_test(tc, test_slots_stable);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);

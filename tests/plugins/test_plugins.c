@@ -5,6 +5,7 @@
  * really loads.
  */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,99 @@ static int tp_handle(molt_txn_t *txn, void *data)
     return molt_resp_write(txn, "sick\n", 5);
 }
 MOLT_PLUGIN(.name = "bad_health", .version = "1.0.0", .handle = tp_handle, .health = tp_health)
+
+#elif defined(TP_SLOTS)
+/*
+ * Reserves named slots in init, in the order of its config's "txn" and
+ * "session" lists, and shows their indexes: "txn a=0 b=1 session s=0". A
+ * transaction slot holds a value for one request; the first session slot
+ * counts the requests of the connection ("count=N").
+ */
+#include <jansson.h>
+
+typedef struct slots {
+    char names[8][32];
+    int idx[8];
+    int level[8];
+    int n;
+} slots_t;
+
+static int tp_init(molt_instance_t *inst, const char *config_json, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *cfg = json_loads(config_json, 0, &jerr);
+    slots_t *s = calloc(1, sizeof(*s));
+    if (!cfg || !s) {
+        snprintf(err, errlen, "bad config");
+        goto fail;
+    }
+    const char *keys[] = {"txn", "session"};
+    for (int l = 0; l < 2; l++) {
+        json_t *arr = json_object_get(cfg, keys[l]);
+        size_t i;
+        json_t *v;
+        json_array_foreach(arr, i, v)
+        {
+            if (s->n == 8 || !json_is_string(v))
+                continue;
+            snprintf(s->names[s->n], sizeof(s->names[0]), "%s", json_string_value(v));
+            s->level[s->n] = l ? MOLT_SLOT_SESSION : MOLT_SLOT_TXN;
+            s->idx[s->n] = molt_slot_reserve(inst, s->level[s->n], s->names[s->n]);
+            if (s->idx[s->n] < 0) {
+                snprintf(err, errlen, "slot %s refused", s->names[s->n]);
+                goto fail;
+            }
+            s->n++;
+        }
+    }
+    molt_instance_set_data(inst, s);
+    json_decref(cfg);
+    return MOLT_OK;
+fail:
+    json_decref(cfg);
+    free(s);
+    return MOLT_ERROR;
+}
+static void tp_fini(molt_instance_t *inst)
+{
+    free(molt_instance_data(inst));
+}
+static int tp_handle(molt_txn_t *txn, void *data)
+{
+    slots_t *s = data;
+    char out[512];
+    int n = snprintf(out, sizeof(out), "txn");
+    for (int i = 0; i < s->n; i++)
+        if (s->level[i] == MOLT_SLOT_TXN)
+            n += snprintf(out + n, sizeof(out) - n, " %s=%d", s->names[i], s->idx[i]);
+    n += snprintf(out + n, sizeof(out) - n, " session");
+    int first_ses = -1, first_txn = -1;
+    for (int i = 0; i < s->n; i++) {
+        if (s->level[i] == MOLT_SLOT_SESSION) {
+            n += snprintf(out + n, sizeof(out) - n, " %s=%d", s->names[i], s->idx[i]);
+            if (first_ses < 0)
+                first_ses = s->idx[i];
+        } else if (first_txn < 0) {
+            first_txn = s->idx[i];
+        }
+    }
+    if (first_txn >= 0) {
+        /* empty at the start of every transaction; holds what is set in it */
+        int fresh = molt_txn_slot_get(txn, first_txn) == NULL;
+        molt_txn_slot_set(txn, first_txn, s);
+        n += snprintf(out + n, sizeof(out) - n, " txn_fresh=%s txn_kept=%s", fresh ? "yes" : "no",
+                      molt_txn_slot_get(txn, first_txn) == s ? "yes" : "no");
+    }
+    if (first_ses >= 0) {
+        molt_session_t *ses = molt_txn_session(txn);
+        uintptr_t count = (uintptr_t)molt_session_slot_get(ses, first_ses) + 1;
+        molt_session_slot_set(ses, first_ses, (void *)count);
+        n += snprintf(out + n, sizeof(out) - n, " count=%lu", (unsigned long)count);
+    }
+    n += snprintf(out + n, sizeof(out) - n, "\n");
+    return molt_resp_write(txn, out, (size_t)n);
+}
+MOLT_PLUGIN(.name = "slots", .version = "1.0.0", .init = tp_init, .fini = tp_fini, .handle = tp_handle)
 
 #elif defined(TP_ECHO)
 /* Echoes what it saw, for checking the request path end to end:
