@@ -21,6 +21,7 @@
 #include "shared/log.h"
 #include "shared/util.h"
 #include "supervisor/gendir.h"
+#include "supervisor/sibling.h"
 #include "supervisor/sup.h"
 
 sup_t S;
@@ -240,6 +241,7 @@ int sup_run(const char *config_path)
     }
     ev_run(S.loop, 0);
 out:
+    sup_sib_free_all();
     sup_reload_free();
     sup_ctl_close();
     sup_listen_close(S.listen_fds, S.nlisten);

@@ -19,6 +19,7 @@
 #include "worker/http.h"
 #include "worker/pipeline.h"
 #include "worker/plugins.h"
+#include "worker/sibling.h"
 #include "worker/txn.h"
 
 struct molt_instance *wrk_host_current;
@@ -557,6 +558,19 @@ void wrk_host_cancel_async(struct molt_instance *inst)
                   nwatches);
 }
 
+static int h_sibling_send(molt_instance_t *inst, const void *msg, size_t len, uint64_t *seq)
+{
+    struct molt_instance *o = owner(inst, "sibling_send");
+    return o ? wrk_sibling_send(o, msg, len, seq) : MOLT_ERROR;
+}
+
+static int h_sibling_wait(molt_txn_t *txn, uint64_t seq, uint32_t timeout_ms,
+                          void (*done)(molt_txn_t *txn, int rc, const char *error, void *arg), void *arg)
+{
+    struct molt_instance *o = owner(NULL, "sibling_wait");
+    return o ? wrk_sibling_wait(o, txn, seq, timeout_ms, done, arg) : MOLT_ERROR;
+}
+
 const molt_host_api_t wrk_host_api = {
     .abi_major = MOLT_ABI_MAJOR,
     .abi_minor = MOLT_ABI_MINOR,
@@ -594,4 +608,6 @@ const molt_host_api_t wrk_host_api = {
     .timer_stop = h_timer_stop,
     .fd_watch = h_fd_watch,
     .fd_unwatch = h_fd_unwatch,
+    .sibling_send = h_sibling_send,
+    .sibling_wait = h_sibling_wait,
 };
