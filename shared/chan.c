@@ -50,6 +50,9 @@ static const char *const msg_type_names[MOLT_MSG_TYPE_COUNT] = {
     [MOLT_MSG_HEALTH] = "HEALTH",   [MOLT_MSG_HEALTH_RESULT] = "HEALTH_RESULT",
     [MOLT_MSG_ACTIVATE] = "ACTIVATE", [MOLT_MSG_SLOT_RESERVE] = "SLOT_RESERVE",
     [MOLT_MSG_SLOT_INDEX] = "SLOT_INDEX",
+    [MOLT_MSG_SIBLING_SEND] = "SIBLING_SEND",
+    [MOLT_MSG_SIBLING] = "SIBLING", [MOLT_MSG_SIBLING_ACK] = "SIBLING_ACK",
+    [MOLT_MSG_SIBLING_STATUS] = "SIBLING_STATUS",
 };
 
 static bool msg_type_known(unsigned type)
@@ -119,7 +122,7 @@ static bool mp_read_be(const uint8_t *p, size_t len, size_t *pos, size_t width, 
 
 /*
  * Walks a msgpack encoding without building anything: true if p/len holds
- * exactly one object, a map, and nothing after it.
+ * exactly one object and nothing after it (mp_check_body: and it is a map).
  *
  * Why not just let msgpack_unpack_next find out: it allocates a container's
  * element array from the count in the container's header before reading a
@@ -128,13 +131,11 @@ static bool mp_read_be(const uint8_t *p, size_t len, size_t *pos, size_t width, 
  * have at least one byte left to be encoded in, which bounds what the real
  * decode allocates to a small multiple of the body size.
  */
-static bool mp_check_body(const uint8_t *p, size_t len)
+static bool mp_check_one(const uint8_t *p, size_t len)
 {
     size_t pos = 0;
     uint64_t pending = 1; /* objects still to read; never more than the bytes left */
 
-    if (len == 0 || !((p[0] & 0xf0) == 0x80 || p[0] == 0xde || p[0] == 0xdf))
-        return false;
     while (pending > 0) {
         if (pos >= len)
             return false;
@@ -254,6 +255,18 @@ static bool mp_check_body(const uint8_t *p, size_t len)
             return false;
     }
     return pos == len;
+}
+
+static bool mp_check_body(const uint8_t *p, size_t len)
+{
+    if (len == 0 || !((p[0] & 0xf0) == 0x80 || p[0] == 0xde || p[0] == 0xdf))
+        return false;
+    return mp_check_one(p, len);
+}
+
+bool molt_mp_check_object(const void *p, size_t len)
+{
+    return p && len > 0 && mp_check_one(p, len);
 }
 
 int molt_chan_pair(int sv[2])

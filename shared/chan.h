@@ -52,6 +52,13 @@ typedef enum molt_msg_type {
     MOLT_MSG_HEALTH = 20, /* {path, timeout_ms} run the health request and every plugin's health check */
     MOLT_MSG_ACTIVATE = 21, /* {} this worker's generation was committed by a reload */
     MOLT_MSG_SLOT_INDEX = 22, /* {index} or {error} the answer to SLOT_RESERVE */
+    /* sibling messages (plugin.h: molt_sibling_send), 30..33 */
+    MOLT_MSG_SIBLING_SEND = 30,   /* w->s {instance, seq, msg: bin} route to my siblings */
+    MOLT_MSG_SIBLING = 31,        /* s->w {instance, seq, from, msg: bin} apply a sibling's message */
+    MOLT_MSG_SIBLING_ACK = 32,    /* w->s {instance, seq, origin, ok, error} applied (or not) */
+    MOLT_MSG_SIBLING_STATUS = 33, /* s->w {instance, seq, targets: [slot], acked: [slot],
+                                   * missing: [slot], final, error} where a message of the
+                                   * receiver stands: once routed, after each ack, and finally */
     MOLT_MSG_TYPE_COUNT
 } molt_msg_type_t;
 
@@ -109,6 +116,11 @@ bool molt_msg_get_str(const molt_msg_t *msg, const char *key, char *buf, size_t 
 const msgpack_object *molt_mp_map_get(const msgpack_object *map, const char *key);
 bool molt_mp_get_u64(const msgpack_object *map, const char *key, uint64_t *out);
 bool molt_mp_get_str(const msgpack_object *map, const char *key, char *buf, size_t buflen);
+
+/* True if p/len holds exactly one msgpack object and nothing after it, checked
+ * without allocating (so that decoding it cannot ask for absurd amounts of
+ * memory): for msgpack carried inside a body, such as a sibling message. */
+bool molt_mp_check_object(const void *p, size_t len);
 
 /* Packing helpers for bodies: a string key followed by a value. */
 void molt_mp_pack_str(msgpack_packer *pk, const char *s);

@@ -21,6 +21,7 @@
 #include "shared/util.h"
 #include "supervisor/gendir.h"
 #include "supervisor/slots.h"
+#include "supervisor/sibling.h"
 #include "supervisor/sup.h"
 
 static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents);
@@ -484,6 +485,12 @@ static void proc_read_chan(sup_proc_t *p)
             sup_reload_on_health(p, (int)status, error);
             break;
         }
+        case MOLT_MSG_SIBLING_SEND:
+            sup_sib_on_send(p, &msg);
+            break;
+        case MOLT_MSG_SIBLING_ACK:
+            sup_sib_on_ack(p, &msg);
+            break;
         case MOLT_MSG_DRAINED:
             molt_info("worker %u (pid %d) drained", p->slot, (int)p->pid);
             break;
@@ -566,6 +573,7 @@ void sup_on_child(struct ev_loop *loop, ev_child *w, int revents)
     proc_read_chan(p);
     bool was_starting = p->state == SUP_W_STARTING;
     describe_exit(w->rstatus, p->last_exit, sizeof(p->last_exit));
+    sup_sib_on_proc_gone(p); /* with last_exit set: a wait for it says how it ended */
     proc_event(p, "exited");
     ev_io_stop(S.loop, &p->chan_w);
     ev_timer_stop(S.loop, &p->timer_w);

@@ -22,6 +22,7 @@
 #include "shared/util.h"
 #include "supervisor/gendir.h"
 #include "supervisor/slots.h"
+#include "supervisor/sibling.h"
 #include "supervisor/sup.h"
 
 sup_t S;
@@ -241,6 +242,7 @@ int sup_run(const char *config_path)
     }
     ev_run(S.loop, 0);
 out:
+    sup_sib_free_all();
     sup_reload_free();
     sup_slots_free();
     sup_ctl_close();

@@ -24,6 +24,7 @@
 #include "worker/http.h"
 #include "worker/pipeline.h"
 #include "worker/plugins.h"
+#include "worker/sibling.h"
 #include "worker/txn.h"
 
 struct molt_instance *wrk_host_current;
@@ -659,6 +660,19 @@ static int h_session_slot_set(molt_session_t *ses, int index, void *value)
     return MOLT_OK;
 }
 
+static int h_sibling_send(molt_instance_t *inst, const void *msg, size_t len, uint64_t *seq)
+{
+    struct molt_instance *o = owner(inst, "sibling_send");
+    return o ? wrk_sibling_send(o, msg, len, seq) : MOLT_ERROR;
+}
+
+static int h_sibling_wait(molt_txn_t *txn, uint64_t seq, uint32_t timeout_ms,
+                          void (*done)(molt_txn_t *txn, int rc, const char *error, void *arg), void *arg)
+{
+    struct molt_instance *o = owner(NULL, "sibling_wait");
+    return o ? wrk_sibling_wait(o, txn, seq, timeout_ms, done, arg) : MOLT_ERROR;
+}
+
 const molt_host_api_t wrk_host_api = {
     .abi_major = MOLT_ABI_MAJOR,
     .abi_minor = MOLT_ABI_MINOR,
@@ -701,4 +715,6 @@ const molt_host_api_t wrk_host_api = {
     .txn_slot_set = h_txn_slot_set,
     .session_slot_get = h_session_slot_get,
     .session_slot_set = h_session_slot_set,
+    .sibling_send = h_sibling_send,
+    .sibling_wait = h_sibling_wait,
 };

@@ -30,6 +30,7 @@
 #include "worker/pipeline.h"
 #include "worker/plugins.h"
 #include "worker/router.h"
+#include "worker/sibling.h"
 #include "worker/txn.h"
 
 #define WRK_STATS_INTERVAL 0.5 /* seconds between counter reports */
@@ -222,6 +223,7 @@ static void worker_exit(int code)
     wrk_health_cancel();
     wrk_http_free(W.http);
     W.http = NULL;
+    wrk_sibling_fini(); /* every wait went with its transaction */
     if (W.started)
         wrk_hooks_run_global(&W.plugins.hooks, MOLT_HOOK_WORKER_STOP, NULL);
     W.started = false;
@@ -352,6 +354,10 @@ static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
             send_stats();
         } else if (msg.type == MOLT_MSG_HEALTH) {
             health_begin(&msg);
+        } else if (msg.type == MOLT_MSG_SIBLING) {
+            wrk_sibling_on_msg(&msg);
+        } else if (msg.type == MOLT_MSG_SIBLING_STATUS) {
+            wrk_sibling_on_status(&msg);
         } else if (msg.type == MOLT_MSG_ACTIVATE) {
             notify_reload(MOLT_RELOAD_ACTIVE);
         } else if (msg.type == MOLT_MSG_PAUSE || msg.type == MOLT_MSG_RESUME) {
@@ -488,6 +494,7 @@ void wrk_main(const molt_worker_boot_t *boot)
     ev_timer_init(&W.stats_w, on_stats, WRK_STATS_INTERVAL, WRK_STATS_INTERVAL);
     ev_timer_start(W.loop, &W.stats_w);
 
+    wrk_sibling_init(W.loop, W.chan, W.slot, W.cfg->workers);
     W.state = WRK_SERVING;
     send_ready();
     molt_info("serving (%zu plugin instance%s)", W.plugins.ninsts, W.plugins.ninsts == 1 ? "" : "s");

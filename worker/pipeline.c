@@ -7,6 +7,7 @@
 #include "shared/log.h"
 #include "worker/host.h"
 #include "worker/http.h"
+#include "worker/sibling.h"
 
 /* Where a transaction is in the pipeline. */
 typedef enum stage {
@@ -257,6 +258,7 @@ static bool step_suspends(ptxn_t *st, struct molt_instance *inst, const wrk_cb_t
 static void finish(ptxn_t *st)
 {
     struct molt_txn *txn = st->txn;
+    wrk_sibling_cancel_txn(txn, "finished"); /* a wait without MOLT_SUSPEND must not outlive it */
     wrk_pipeline_response_headers(txn);
     st->sealed = true;
     wrk_hooks_run_txn(&P.ps->hooks, &st->ov, MOLT_HOOK_TXN_END, txn, false, NULL);
@@ -421,6 +423,7 @@ void wrk_pipeline_abort(struct molt_txn *txn, void *arg)
     st->stage = ST_IDLE;
     molt_info("plugin %s: suspended %s %s aborted: its connection closed before it was resumed",
               inst->cfg->name, txn->method, txn->url);
+    wrk_sibling_cancel_txn(txn, NULL); /* before txn_abort: no done callback after it */
     if (inst->dso->desc.txn_abort) {
         struct molt_instance *saved = wrk_host_current;
         wrk_host_current = inst;

@@ -42,6 +42,7 @@ struct molt_instance {
     bool warned_no_abort;      /* "suspends but has no txn_abort" was logged */
     struct molt_timer *timers; /* its timers and fd watchers not stopped yet (host.c) */
     struct molt_watch *watches;
+    uint64_t sib_seq; /* the last sibling message it sent (worker/sibling.c) */
 };
 
 typedef struct wrk_plugins {

@@ -218,6 +218,19 @@ typedef struct molt_plugin {
      */
     void (*on_reload)(molt_instance_t *inst, int phase);
 
+    /*
+     * sibling_recv (ABI 1.1): apply a message that this same instance in
+     * another worker of the generation (worker `from_slot`) sent with
+     * molt_sibling_send(). `msg` is the one msgpack object it packed, valid
+     * during the call only (copy what you keep). Return MOLT_OK once it is
+     * applied; anything else tells the sender that this worker did not apply
+     * it (its molt_sibling_wait() fails, naming this worker). Runs as this
+     * instance on the worker's loop, like every callback: never block.
+     * Optional; without it every sibling message to this instance fails.
+     * See "sibling messages" below.
+     */
+    int (*sibling_recv)(molt_instance_t *inst, const struct msgpack_object *msg, unsigned from_slot);
+
     /* Room to grow within ABI 1: fields that later minors add go before this
      * array (struct_size tells the host which exist); a plugin built against
      * an older minor has zeros where they are. Leave zeroed. */
@@ -320,7 +333,15 @@ typedef struct molt_host_api {
     int (*txn_slot_set)(molt_txn_t *txn, int index, void *value);
     void *(*session_slot_get)(const molt_session_t *ses, int index);
     int (*session_slot_set)(molt_session_t *ses, int index, void *value);
+    /* ---- ABI 1.1: sibling messages (test with MOLT_HOST_HAS(molt_host, sibling_send)) ---- */
+    int (*sibling_send)(molt_instance_t *inst, const void *msg, size_t len, uint64_t *seq);
+    int (*sibling_wait)(molt_txn_t *txn, uint64_t seq, uint32_t timeout_ms,
+                        void (*done)(molt_txn_t *txn, int rc, const char *error, void *arg), void *arg);
 } molt_host_api_t;
+
+/* The largest message molt_sibling_send() takes: one channel datagram holds
+ * it with its envelope (instance name, sequence number, sender). */
+#define MOLT_SIBLING_MAX_MSG (48 * 1024)
 
 /*
  * Reload phases told to plugins (molt_plugin_t.on_reload). The stateful
@@ -665,6 +686,91 @@ static inline void *molt_session_slot_get(const molt_session_t *ses, int index)
 static inline int molt_session_slot_set(molt_session_t *ses, int index, void *value)
 {
     return molt_host->session_slot_set(ses, index, value);
+}
+
+/* ---- sibling messages (ABI 1.1) ---------------------------------------------------------- */
+
+/*
+ * Every worker of a generation runs its own copy of each instance. To keep
+ * one state in all of them (a cache, a key-value table, a counter), an
+ * instance sends each change to itself in every other worker of its
+ * generation, through the supervisor, and can hold a transaction until all
+ * of them have applied it:
+ *
+ *     static void put_done(molt_txn_t *txn, int rc, const char *error, void *arg)
+ *     {
+ *         if (rc == MOLT_OK) {
+ *             molt_resp_set_status(txn, 204);               // every sibling has it
+ *         } else {
+ *             molt_resp_set_status(txn, 503);
+ *             molt_resp_write(txn, error, strlen(error));   // "worker 1 did not apply message 7 ..."
+ *         }
+ *         molt_txn_resume(txn, MOLT_OK);
+ *     }
+ *     static int handle(molt_txn_t *txn, void *data)        // PUT: apply here, then everywhere
+ *     {
+ *         ... apply the change locally, pack it into sbuf with msgpack-c ...
+ *         uint64_t seq;
+ *         if (molt_sibling_send(NULL, sbuf.data, sbuf.size, &seq) != MOLT_OK ||
+ *             molt_sibling_wait(txn, seq, 500, put_done, NULL) != MOLT_OK)
+ *             return MOLT_ERROR;
+ *         return MOLT_SUSPEND;
+ *     }
+ *     static int sibling_recv(molt_instance_t *inst, const msgpack_object *msg, unsigned from)
+ *     {
+ *         ... apply the change ...
+ *         return MOLT_OK;
+ *     }
+ *
+ * Delivery: the supervisor forwards the message to every other worker of the
+ * same generation that is running (ready or draining) when it arrives; each
+ * calls the instance's sibling_recv and answers. A worker that is not running
+ * then (dead, restarting) is not waited for: a restarted worker starts with
+ * its plugins' fresh state, not with the messages it missed. Messages from
+ * one worker reach each sibling in the order they were sent.
+ *
+ * Completion: a message is complete when every sibling it was forwarded to
+ * has applied it (MOLT_OK), or has failed as soon as one refuses it
+ * (sibling_recv not MOLT_OK or absent), dies before answering, or does not
+ * answer within 5 s (the supervisor's bound). With no sibling (one worker) a
+ * message is complete at once, and succeeds.
+ */
+
+/**
+ * Sends `msg` (`len` bytes holding exactly one packed msgpack object, at
+ * most MOLT_SIBLING_MAX_MSG) to the instance `inst` (NULL: the calling
+ * instance) in every sibling worker, where its sibling_recv applies it.
+ * *seq (may be NULL) gets the message's sequence number for
+ * molt_sibling_wait(); numbers grow per instance and worker. MOLT_OK once
+ * the message is on its way, or MOLT_ERROR (logged) if it is too big, not
+ * one msgpack object, or the supervisor cannot take it.
+ */
+static inline int molt_sibling_send(molt_instance_t *inst, const void *msg, size_t len, uint64_t *seq)
+{
+    return molt_host->sibling_send(inst, msg, len, seq);
+}
+/**
+ * Arranges for done(txn, rc, error, arg) to run once message `seq` of the
+ * calling instance is complete: rc MOLT_OK when every sibling applied it;
+ * MOLT_ERROR with `error` naming the workers and why ("worker 1 did not
+ * apply message 7 within 500 ms", "worker 2 failed to apply message 7:
+ * sibling_recv failed", "worker 2 died before applying message 7: killed by
+ * signal 9") when one did not, or when timeout_ms ran out first (0: only the
+ * supervisor's 5 s bound). `error` is "" for MOLT_OK and valid during the
+ * call only. Then return MOLT_SUSPEND; done produces the response and calls
+ * molt_txn_resume(). done always runs later from the worker's loop, as the
+ * calling instance, never inside molt_sibling_wait(), even for a message
+ * complete already. If the client goes away first, the host cancels the wait
+ * (done never runs) before txn_abort; a transaction that finishes without
+ * suspending cancels its waits too (logged). MOLT_ERROR (logged) for a
+ * sequence number this instance did not send or that completed long ago
+ * (the last 256 completed ones are remembered).
+ */
+static inline int molt_sibling_wait(molt_txn_t *txn, uint64_t seq, uint32_t timeout_ms,
+                                    void (*done)(molt_txn_t *txn, int rc, const char *error, void *arg),
+                                    void *arg)
+{
+    return molt_host->sibling_wait(txn, seq, timeout_ms, done, arg);
 }
 
 /* ---- defining a plugin ------------------------------------------------------------------- */

@@ -142,6 +142,7 @@ static void expect_refused(const void *buf, size_t len)
 
 static const molt_msg_type_t all_types[] = {
     MOLT_MSG_READY, MOLT_MSG_FAIL, MOLT_MSG_STATS, MOLT_MSG_DRAINED, MOLT_MSG_LOADING, MOLT_MSG_STOP,
+    MOLT_MSG_SIBLING_SEND, MOLT_MSG_SIBLING, MOLT_MSG_SIBLING_ACK, MOLT_MSG_SIBLING_STATUS,
 };
 
 /* --- round trips ---------------------------------------------------------- */
@@ -706,6 +707,7 @@ static const struct bad_case bad_cases[] = {
     {"type 0", MOLT_CHAN_MAGIC, MOLT_CHAN_VERSION, -1, 0, 0, -1, B("\x80")},
     {"type 8 (gap)", MOLT_CHAN_MAGIC, MOLT_CHAN_VERSION, -1, 8, 0, -1, B("\x80")},
     {"type 15 (gap)", MOLT_CHAN_MAGIC, MOLT_CHAN_VERSION, -1, 15, 0, -1, B("\x80")},
+    {"type 29 (gap)", MOLT_CHAN_MAGIC, MOLT_CHAN_VERSION, -1, 29, 0, -1, B("\x80")},
     {"type COUNT", MOLT_CHAN_MAGIC, MOLT_CHAN_VERSION, -1, MOLT_MSG_TYPE_COUNT, 0, -1, B("\x80")},
     {"type READY byte-swapped", MOLT_CHAN_MAGIC, MOLT_CHAN_VERSION, -1, 0x0100, 0, -1, B("\x80")},
     {"type 0xffff", MOLT_CHAN_MAGIC, MOLT_CHAN_VERSION, -1, 0xffff, 0, -1, B("\x80")},

@@ -1,0 +1,272 @@
+/*
+ * Sibling messages, the supervisor's side: a worker's SIBLING_SEND goes to
+ * every other running worker of its generation as SIBLING; their
+ * SIBLING_ACKs are counted per (generation, origin worker, instance, seq),
+ * and the origin hears where its message stands (SIBLING_STATUS) when it is
+ * routed, after each ack, and finally: every target applied it, one refused
+ * it, one died before answering, or SUP_SIBLING_DEADLINE_MS passed.
+ *
+ * The supervisor never looks inside a message: it is the plugin's msgpack,
+ * carried as a bin.
+ */
+#include "supervisor/sibling.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shared/chan.h"
+#include "shared/log.h"
+#include "shared/util.h"
+
+#define SIB_BIT(slot) (UINT64_C(1) << (slot))
+
+/* One message in flight. The timer is first: its callback gets the entry from the watcher's address. */
+typedef struct sup_sib {
+    ev_timer deadline;
+    struct sup_sib *next, *prev;
+    sup_gen_t *gen;
+    unsigned origin;  /* the sender's slot */
+    pid_t origin_pid; /* and its process: a successor in that slot is someone else */
+    char instance[128];
+    uint64_t seq;
+    uint64_t targets, acked;
+    pid_t target_pid[MOLT_CONFIG_MAX_WORKERS];
+} sup_sib_t;
+
+static sup_sib_t *sibs;
+static unsigned nsibs;
+static uint64_t nrouted; /* messages routed, for the log at stop */
+
+/* "worker 1" or "workers 1, 2". */
+static void slots_text(uint64_t mask, char *buf, size_t len)
+{
+    size_t off = (size_t)snprintf(buf, len, "worker%s", (mask & (mask - 1)) ? "s" : "");
+    bool first = true;
+    for (unsigned i = 0; i < 64 && off < len; i++) {
+        if (!(mask & SIB_BIT(i)))
+            continue;
+        off += (size_t)snprintf(buf + off, len - off, "%s%u", first ? " " : ", ", i);
+        first = false;
+    }
+}
+
+static void pack_slots(msgpack_packer *pk, const char *key, uint64_t mask)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < 64; i++)
+        n += (mask & SIB_BIT(i)) != 0;
+    molt_mp_pack_str(pk, key);
+    msgpack_pack_array(pk, n);
+    for (unsigned i = 0; i < 64; i++)
+        if (mask & SIB_BIT(i))
+            msgpack_pack_uint32(pk, i);
+}
+
+/* The running process of gen's slot whose pid is `pid` (0: any), or NULL. */
+static sup_proc_t *proc_of(const sup_gen_t *gen, unsigned slot, pid_t pid)
+{
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state != SUP_W_EMPTY && p->gen == gen && p->slot == slot && p->pid > 0 && p->chan >= 0 &&
+            (pid == 0 || p->pid == pid))
+            return p;
+    }
+    return NULL;
+}
+
+/* Tells the origin where its message stands. */
+static void send_status(sup_proc_t *to, const char *instance, uint64_t seq, uint64_t targets, uint64_t acked,
+                        bool final, const char *error)
+{
+    if (!to)
+        return;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 7);
+    molt_mp_pack_kv_str(&pk, "instance", instance);
+    molt_mp_pack_kv_u64(&pk, "seq", seq);
+    pack_slots(&pk, "targets", targets);
+    pack_slots(&pk, "acked", acked);
+    pack_slots(&pk, "missing", final ? targets & ~acked : 0);
+    molt_mp_pack_kv_bool(&pk, "final", final);
+    molt_mp_pack_kv_str(&pk, "error", error ? error : "");
+    int rc = molt_chan_send(to->chan, MOLT_MSG_SIBLING_STATUS, &sb, NULL, 0);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc < 0 && rc != -EPIPE)
+        molt_warn("worker %u (pid %d): sending SIBLING_STATUS for message %llu of %s failed: %s", to->slot,
+                  (int)to->pid, (unsigned long long)seq, instance, strerror(-rc));
+}
+
+static void sib_free(sup_sib_t *e)
+{
+    ev_timer_stop(S.loop, &e->deadline);
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        sibs = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    nsibs--;
+    free(e);
+}
+
+/* The message is complete: the origin hears the outcome ("" error: success); the entry goes. */
+static void sib_finish(sup_sib_t *e, const char *error)
+{
+    if (error && error[0])
+        molt_warn("generation %llu: sibling message %llu of %s from worker %u: %s",
+                  (unsigned long long)e->gen->number, (unsigned long long)e->seq, e->instance, e->origin, error);
+    send_status(proc_of(e->gen, e->origin, e->origin_pid), e->instance, e->seq, e->targets, e->acked, true,
+                error);
+    sib_free(e);
+}
+
+static void sib_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    sup_sib_t *e = (sup_sib_t *)w;
+    char who[256], err[512];
+    slots_text(e->targets & ~e->acked, who, sizeof(who));
+    snprintf(err, sizeof(err), "%s did not apply message %llu within %u ms", who, (unsigned long long)e->seq,
+             SUP_SIBLING_DEADLINE_MS);
+    sib_finish(e, err);
+}
+
+void sup_sib_on_send(sup_proc_t *p, const molt_msg_t *msg)
+{
+    char instance[128] = "";
+    uint64_t seq = 0;
+    const msgpack_object *m = molt_msg_get(msg, "msg");
+    if (!molt_msg_get_str(msg, "instance", instance, sizeof(instance)) || !molt_msg_get_u64(msg, "seq", &seq) ||
+        !m || m->type != MSGPACK_OBJECT_BIN) {
+        molt_error("worker %u (pid %d): SIBLING_SEND without instance, seq and msg; ignored", p->slot, (int)p->pid);
+        return;
+    }
+    if (nsibs >= SUP_SIBLING_MAX_INFLIGHT) {
+        char err[160];
+        snprintf(err, sizeof(err), "message %llu refused: %u sibling messages are in flight already",
+                 (unsigned long long)seq, nsibs);
+        send_status(p, instance, seq, 0, 0, true, err);
+        return;
+    }
+    sup_sib_t *e = calloc(1, sizeof(*e));
+    if (!e) {
+        send_status(p, instance, seq, 0, 0, true, "the supervisor is out of memory");
+        return;
+    }
+    e->gen = p->gen;
+    e->origin = p->slot;
+    e->origin_pid = p->pid;
+    snprintf(e->instance, sizeof(e->instance), "%s", instance);
+    e->seq = seq;
+
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    molt_mp_pack_kv_str(&pk, "instance", instance);
+    molt_mp_pack_kv_u64(&pk, "seq", seq);
+    molt_mp_pack_kv_u64(&pk, "from", p->slot);
+    molt_mp_pack_str(&pk, "msg");
+    msgpack_pack_bin(&pk, m->via.bin.size);
+    msgpack_pack_bin_body(&pk, m->via.bin.ptr, m->via.bin.size);
+    char failed[512] = "";
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *q = &S.procs[i];
+        if (q == p || q->gen != p->gen || q->slot == p->slot || q->slot >= 64 || q->pid <= 0 || q->chan < 0 ||
+            (q->state != SUP_W_READY && q->state != SUP_W_DRAINING))
+            continue;
+        int rc = molt_chan_send(q->chan, MOLT_MSG_SIBLING, &sb, NULL, 0);
+        e->targets |= SIB_BIT(q->slot);
+        e->target_pid[q->slot] = q->pid;
+        if (rc < 0 && !failed[0])
+            snprintf(failed, sizeof(failed), "worker %u could not be sent message %llu: %s", q->slot,
+                     (unsigned long long)seq, strerror(-rc));
+    }
+    msgpack_sbuffer_destroy(&sb);
+    nrouted++;
+
+    e->next = sibs;
+    if (sibs)
+        sibs->prev = e;
+    sibs = e;
+    nsibs++;
+    ev_timer_init(&e->deadline, sib_on_deadline, SUP_SIBLING_DEADLINE_MS / 1000.0, 0.);
+    if (failed[0] || e->targets == 0) {
+        sib_finish(e, failed); /* nobody to wait for, or one already failed */
+        return;
+    }
+    ev_timer_start(S.loop, &e->deadline);
+    send_status(p, instance, seq, e->targets, 0, false, NULL);
+}
+
+static sup_sib_t *sib_find(const sup_gen_t *gen, unsigned origin, const char *instance, uint64_t seq)
+{
+    for (sup_sib_t *e = sibs; e; e = e->next)
+        if (e->gen == gen && e->origin == origin && e->seq == seq && strcmp(e->instance, instance) == 0)
+            return e;
+    return NULL;
+}
+
+void sup_sib_on_ack(sup_proc_t *p, const molt_msg_t *msg)
+{
+    char instance[128] = "", error[256] = "";
+    uint64_t seq = 0, origin = 0;
+    bool ok = false;
+    if (!molt_msg_get_str(msg, "instance", instance, sizeof(instance)) || !molt_msg_get_u64(msg, "seq", &seq) ||
+        !molt_msg_get_u64(msg, "origin", &origin) || !molt_msg_get_bool(msg, "ok", &ok)) {
+        molt_error("worker %u (pid %d): SIBLING_ACK without instance, seq, origin and ok; ignored", p->slot,
+                   (int)p->pid);
+        return;
+    }
+    molt_msg_get_str(msg, "error", error, sizeof(error));
+    sup_sib_t *e = origin < 64 ? sib_find(p->gen, (unsigned)origin, instance, seq) : NULL;
+    if (!e || p->slot >= 64 || !(e->targets & SIB_BIT(p->slot)) || e->target_pid[p->slot] != p->pid)
+        return; /* complete already (failed, or past its deadline): nothing to add */
+    if (!ok) {
+        char err[512];
+        snprintf(err, sizeof(err), "worker %u failed to apply message %llu: %s", p->slot, (unsigned long long)seq,
+                 error[0] ? error : "refused");
+        sib_finish(e, err);
+        return;
+    }
+    e->acked |= SIB_BIT(p->slot);
+    if (e->acked == e->targets) {
+        sib_finish(e, NULL);
+        return;
+    }
+    send_status(proc_of(e->gen, e->origin, e->origin_pid), e->instance, e->seq, e->targets, e->acked, false,
+                NULL);
+}
+
+void sup_sib_on_proc_gone(const sup_proc_t *p)
+{
+    for (sup_sib_t *e = sibs, *next; e; e = next) {
+        next = e->next;
+        if (e->gen != p->gen)
+            continue;
+        if (e->origin == p->slot && e->origin_pid == p->pid) {
+            sib_free(e); /* nobody left to tell */
+            continue;
+        }
+        if (p->slot < 64 && (e->targets & ~e->acked & SIB_BIT(p->slot)) && e->target_pid[p->slot] == p->pid) {
+            char err[512];
+            snprintf(err, sizeof(err), "worker %u died before applying message %llu: %s", p->slot,
+                     (unsigned long long)e->seq, p->last_exit[0] ? p->last_exit : "its process ended");
+            sib_finish(e, err);
+        }
+    }
+}
+
+void sup_sib_free_all(void)
+{
+    if (nrouted)
+        molt_info("%llu sibling message%s routed", (unsigned long long)nrouted, nrouted == 1 ? "" : "s");
+    while (sibs)
+        sib_free(sibs);
+}
