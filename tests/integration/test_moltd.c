@@ -720,6 +720,11 @@ static const broken_t broken[] = {
      0},
     {"notaplugin", "tp_no_entry.so", {"not a molt plugin"}, {"not a molt plugin"}, 0},
     {"future", "tp_wrong_abi.so", {"ABI 2.0", H_ABI_HOST}, {"ABI 2.0", H_ABI_HOST}, 0},
+    {"stunted",
+     "tp_short_desc.so",
+     {"descriptor is 64 bytes, smaller than"},
+     {"descriptor is 64 bytes, smaller than"},
+     0},
     {"garbage", "garbage.so", {"invalid ELF header"}, {"invalid ELF header"}, 0},
     {"hanger", "tp_hang_init.so", {"within", "500 ms"}, {"did not become ready", "500 ms"}, 500},
 };

@@ -77,6 +77,18 @@ __attribute__((visibility("default"))) const molt_plugin_t *molt_plugin_entry(co
     return &tp_desc;
 }
 
+#elif defined(TP_SHORT_DESC)
+/* Claims a descriptor shorter than ABI 1.0's: the host must not read past it. */
+static const molt_plugin_t tp_desc = {.abi_major = MOLT_ABI_MAJOR, .abi_minor = 0, .struct_size = 64,
+                                      .name = "short_desc", .version = "1.0.0"};
+const molt_host_api_t *molt_host;
+__attribute__((visibility("default"))) const molt_plugin_t *molt_plugin_entry(const molt_host_api_t *h);
+__attribute__((visibility("default"))) const molt_plugin_t *molt_plugin_entry(const molt_host_api_t *h)
+{
+    molt_host = h;
+    return &tp_desc;
+}
+
 #elif defined(TP_NO_ENTRY)
 /* A shared object that is not a molt plugin: no entry symbol. */
 __attribute__((visibility("default"))) int tp_something_else(void);
