@@ -405,13 +405,26 @@ START_TEST(test_graceful_stop_waits)
     h_conn_t c;
     h_resp_t r;
     h_conn_open(&c, AF_INET, h->port);
-    send_get(&c, "/sleep/500", NULL);
-    h_sleep_ms(100);
+    send_get(&c, "/sleep/3000", NULL);
+    /* Stop only once a worker holds the connection (its counters say so),
+     * however slow the machine: otherwise nothing would be in flight. */
+    bool held = false;
+    for (int i = 0; i < 60 && !held; i++) {
+        json_t *st = h_status(h);
+        size_t k;
+        json_t *w;
+        json_array_foreach(json_object_get(st, "workers"), k, w)
+            held |= json_integer_value(json_object_get(w, "connections")) > 0;
+        json_decref(st);
+        if (!held)
+            h_sleep_ms(100);
+    }
+    H_CHECK(held, "no worker reported the /sleep/3000 connection");
     H_CHECK(kill(h->pid, SIGTERM) == 0, "kill(moltd): %s", strerror(errno));
-    h_sleep_ms(150); /* past idle_grace_ms: a suspended transaction is in progress, not idle */
+    h_sleep_ms(300); /* past idle_grace_ms: a suspended transaction is in progress, not idle */
     H_CHECK(!h_reap(h), "moltd exited while a suspended transaction was in flight");
-    read_status(&c, &r, 200, "/sleep/500 during a graceful stop");
-    check_body(&r, "slept 500", "/sleep/500 during a graceful stop");
+    read_status(&c, &r, 200, "/sleep/3000 during a graceful stop");
+    check_body(&r, "slept 3000", "/sleep/3000 during a graceful stop");
     const char *conn = h_resp_header(&r, "Connection");
     H_CHECK(conn && strcasecmp(conn, "close") == 0, "the response of a draining worker has %s%s",
             conn ? "Connection: " : "no Connection header", conn ? conn : "");

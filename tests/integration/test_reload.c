@@ -499,6 +499,30 @@ static size_t count_lines(const char *path, const char *line)
     return n;
 }
 
+/* Waits (up to 10 s) until the log holds exactly these counts of phase
+ * lines; fails the test with the log's content otherwise. */
+static void wait_phases(const char *log, size_t handoff, size_t active, size_t retired, size_t resumed,
+                        const char *what)
+{
+    size_t n[4] = {0, 0, 0, 0};
+    const size_t want[4] = {handoff, active, retired, resumed};
+    for (int i = 0; i < 200; i++) {
+        n[0] = count_lines(log, "reload handoff p");
+        n[1] = count_lines(log, "reload active p");
+        n[2] = count_lines(log, "reload retired p");
+        n[3] = count_lines(log, "reload resumed p");
+        if (!memcmp(n, want, sizeof(n)))
+            return;
+        h_sleep_ms(50);
+    }
+    char *text = h_read_file(log, NULL); /* read before H_CHECK cleans up */
+    char copy[4096];
+    snprintf(copy, sizeof(copy), "%s", text ? text : "(no log)");
+    free(text);
+    H_CHECK(false, "%s: handoff/active/retired/resumed %zu/%zu/%zu/%zu, expected %zu/%zu/%zu/%zu; the log:\n%s",
+            what, n[0], n[1], n[2], n[3], handoff, active, retired, resumed, copy);
+}
+
 /*
  * Plugins are told where a reload stands, from their side: the old workers
  * HANDOFF, then RETIRED on commit or RESUMED on rollback; the new ones
@@ -515,11 +539,8 @@ START_TEST(test_reload_phases_told)
     h_cmd_t c;
     H_CHECK(moltctl_reload(h, &c) == 0, "reload: %s", c.out);
     h_cmd_free(&c);
-    for (int i = 0; i < 50 && count_lines(log, "reload retired p") < 2; i++)
-        h_sleep_ms(50);
-    H_CHECK(count_lines(log, "reload handoff p") == 2 && count_lines(log, "reload active p") == 2 &&
-                count_lines(log, "reload retired p") == 2 && count_lines(log, "reload resumed p") == 0,
-            "after a commit, the phases told: %s", h_read_file(log, NULL));
+    /* Each worker writes its own lines when its message arrives: wait for all. */
+    wait_phases(log, 2, 2, 2, 0, "after a commit");
 
     /* failing in spawn: no handoff happened, so nothing is told */
     h_add_plugin(h, "bad", "tp_fail_init.so", NULL);
@@ -527,8 +548,7 @@ START_TEST(test_reload_phases_told)
     H_CHECK(moltctl_reload(h, &c) == 1, "a reload failing in spawn: %s", c.out);
     h_cmd_free(&c);
     h_sleep_ms(300);
-    H_CHECK(count_lines(log, "reload handoff p") == 2 && count_lines(log, "reload resumed p") == 0,
-            "a reload that fails in spawn never hands off; the phases told: %s", h_read_file(log, NULL));
+    wait_phases(log, 2, 2, 2, 0, "after a reload failing in spawn (nothing more told)");
 
     /* failing in verify: the old workers handed off, then resume */
     json_t *bad = json_array_get(json_object_get(h->cfg, "plugins"), 2);
@@ -536,10 +556,7 @@ START_TEST(test_reload_phases_told)
     h_write_config(h);
     H_CHECK(moltctl_reload(h, &c) == 1, "a reload failing in verify: %s", c.out);
     h_cmd_free(&c);
-    for (int i = 0; i < 50 && count_lines(log, "reload resumed p") < 2; i++)
-        h_sleep_ms(50);
-    H_CHECK(count_lines(log, "reload handoff p") == 4 && count_lines(log, "reload resumed p") == 2,
-            "a reload that fails in verify: handoff, then resumed; the phases told: %s", h_read_file(log, NULL));
+    wait_phases(log, 4, 2, 2, 2, "after a reload failing in verify");
 }
 END_TEST
 
