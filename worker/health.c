@@ -26,7 +26,8 @@ static struct {
     ev_timer timer;
 } H = {.fd = -1};
 
-static void health_end(int status, const char *error)
+/* Stops the watchers and frees the check's buffers. */
+static void health_cleanup(void)
 {
     ev_io_stop(H.loop, &H.io);
     ev_timer_stop(H.loop, &H.timer);
@@ -34,6 +35,11 @@ static void health_end(int status, const char *error)
     molt_buf_free(&H.req);
     molt_buf_free(&H.resp);
     H.running = false;
+}
+
+static void health_end(int status, const char *error)
+{
+    health_cleanup();
     H.done(status, error, H.arg);
 }
 
@@ -156,12 +162,6 @@ int wrk_health_start(struct ev_loop *loop, wrk_http_t *http, wrk_plugins_t *ps, 
 
 void wrk_health_cancel(void)
 {
-    if (!H.running)
-        return;
-    ev_io_stop(H.loop, &H.io);
-    ev_timer_stop(H.loop, &H.timer);
-    molt_close(&H.fd);
-    molt_buf_free(&H.req);
-    molt_buf_free(&H.resp);
-    H.running = false;
+    if (H.running)
+        health_cleanup();
 }
