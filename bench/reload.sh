@@ -1,0 +1,922 @@
+#!/usr/bin/env bash
+# bench/reload.sh: reloads under load, molt vs nginx vs HAProxy, HTTP/1.1 on loopback.
+#
+# Installs what is missing (Debian), builds molt in Release mode into build-bench/,
+# starts the three servers (2 workers each) on free 127.0.0.1 ports in a temp dir, then:
+#   1. reload latency, no load: BENCH_LAT_RELOADS reloads per server, each deploying a
+#      different body; the time from the reload command to the first response with the
+#      new body, polled over fresh connections;
+#   2. reloads under load: wrk -t2 -c64 against each server in turn while the script
+#      triggers BENCH_RELOADS reloads at a fixed interval, keep-alive and then
+#      "Connection: close"; socket errors, non-2xx, p99/max latency;
+#   3. optionally the same load without reloads (BENCH_BASELINE_DURATION), as a reference.
+# Prints a summary and writes bench/RESULTS-reload.md.
+#
+# Environment:
+#   BENCH_DURATION           seconds per wrk run with reloads (default 20)
+#   BENCH_RELOADS            reloads per wrk run (default 40)
+#   BENCH_LAT_RELOADS        reloads per server for the reload-latency part (default 10)
+#   BENCH_BASELINE_DURATION  seconds per wrk run without reloads, 0 = skip (default 5)
+#   BENCH_CLOSE              1 = also run the "Connection: close" variant (default 1)
+#   BENCH_KEEP_TMP           1 = keep the temp dir (configs, logs, raw outputs)
+#
+# Quick smoke: BENCH_DURATION=3 BENCH_RELOADS=3 BENCH_LAT_RELOADS=2 BENCH_BASELINE_DURATION=1 bench/reload.sh
+set -euo pipefail
+
+DUR=${BENCH_DURATION:-20}
+NRELOADS=${BENCH_RELOADS:-40}
+LAT_RELOADS=${BENCH_LAT_RELOADS:-10}
+BASE_DUR=${BENCH_BASELINE_DURATION:-5}
+CLOSE=${BENCH_CLOSE:-1}
+THREADS=2
+CONNS=64
+WARMUP=1
+LAT_SETTLE=0.5 # seconds between two latency reloads, for the old workers to go
+LOGLINES=15
+SERVERS=(molt nginx haproxy)
+BODY1="hello 1"
+BODY2="hello 2"
+
+[[ $DUR =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_DURATION must be a positive integer" >&2; exit 2; }
+[[ $NRELOADS =~ ^[0-9]+$ ]] || { echo "BENCH_RELOADS must be a non-negative integer" >&2; exit 2; }
+[[ $LAT_RELOADS =~ ^[0-9]+$ ]] || { echo "BENCH_LAT_RELOADS must be a non-negative integer" >&2; exit 2; }
+[[ $BASE_DUR =~ ^[0-9]+$ ]] || { echo "BENCH_BASELINE_DURATION must be a non-negative integer" >&2; exit 2; }
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BUILD=$ROOT/build-bench
+OUT=$ROOT/bench/RESULTS-reload.md
+
+log() { printf '[reload] %s\n' "$*" >&2; }
+die() { printf '[reload] error: %s\n' "$*" >&2; exit 1; }
+
+# --- dependencies --------------------------------------------------------------
+PKGS=(nginx-light haproxy wrk curl procps python3 cmake gcc pkg-config libev-dev uuid-dev
+      libmsgpack-dev libjansson-dev check libhttp-parser-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+    if [[ $p == python3 ]] && command -v python3 >/dev/null; then continue; fi
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [[ $st == installed ]] || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "installing: ${missing[*]}"
+    SUDO=()
+    if [[ $(id -u) -ne 0 ]]; then SUDO=(sudo); fi
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+else
+    log "all packages present, skipping apt"
+fi
+
+# --- build ---------------------------------------------------------------------
+BUILD_CMDS=(
+    "cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF"
+    "cmake --build build-bench -j2"
+)
+log "building molt (Release) into build-bench/"
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
+cmake --build build-bench -j2 >/dev/null || {
+    cmake --build build-bench -j1 2>&1 | tail -n 30 >&2
+    die "build failed"
+}
+MOLTD=$BUILD/moltd
+MOLTCTL=$BUILD/moltctl
+[[ -x $MOLTD && -x $MOLTCTL && -f $BUILD/plugins/hello.so ]] ||
+    die "build produced no moltd, moltctl or plugins/hello.so"
+HAPROXY=$(command -v haproxy) # absolute: the master re-executes itself on reload
+NGINX=$(command -v nginx)
+
+# --- temp dir, cleanup -----------------------------------------------------------
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/molt-reload.XXXXXX")
+PIDS=()
+WRK_PID=
+LAT_PID=
+CANARY_PID=
+
+descendants() { # all descendants of a pid, by parent pid (never by name)
+    local kids k
+    kids=$(pgrep -P "$1" || true)
+    for k in $kids; do
+        echo "$k"
+        descendants "$k"
+    done
+}
+
+cleanup() {
+    local rc=$? p all=() i alive
+    trap - EXIT INT TERM
+    for p in ${WRK_PID:-} ${LAT_PID:-} ${CANARY_PID:-}; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        kill -0 "$p" 2>/dev/null || continue
+        all+=("$p")
+        mapfile -t -O "${#all[@]}" all < <(descendants "$p")
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for ((i = 0; i < 50; i++)); do
+        alive=0
+        for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
+        log "temp dir kept: $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+read -r PORT_molt PORT_nginx PORT_haproxy < <(python3 - <<'PY'
+import socket
+socks = []
+for _ in range(3):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*(s.getsockname()[1] for s in socks))
+PY
+)
+port_of() { local v="PORT_$1"; echo "${!v}"; }
+
+# --- configs: two variants per server, differing only in the body ----------------
+# conf.1 serves "$BODY1\n", conf.2 "$BODY2\n" (same length); the live file is replaced
+# by one of them (copy, then rename) before every reload.
+MOLT_SOCK=$TMP/molt/run/control.sock
+mkdir -p "$TMP/molt/run"
+chmod 700 "$TMP/molt/run"
+MOLT_CONF=$TMP/molt/molt.json
+molt_conf() { # body
+    cat <<EOF
+{
+  "workers": 2,
+  "listen": [{"name": "http", "address": "127.0.0.1:$PORT_molt", "backlog": 4096}],
+  "control": {"socket": "$MOLT_SOCK", "mode": "0600"},
+  "runtime_dir": "$TMP/molt/run",
+  "plugin_path": ["$BUILD/plugins"],
+  "plugins": [{"name": "hello", "file": "hello.so", "config": {"body": "$1\n"}}],
+  "routes": [{"prefix": "/", "plugin": "hello"}],
+  "reload": {"health": {"stable_ms": 0}},
+  "log": {"level": "warn", "format": "text"}
+}
+EOF
+}
+
+mkdir -p "$TMP/nginx/tmp"
+NGINX_CONF=$TMP/nginx/nginx.conf
+NGINX_USER=""
+# A master started as root switches its workers to "nobody"; keep them as us.
+if [[ $(id -u) -eq 0 ]]; then NGINX_USER="user $(id -un) $(id -gn);"; fi
+nginx_conf() { # body
+    cat <<EOF
+$NGINX_USER
+worker_processes 2;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log notice;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $TMP/nginx/tmp/body;
+    proxy_temp_path $TMP/nginx/tmp/proxy;
+    fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
+    uwsgi_temp_path $TMP/nginx/tmp/uwsgi;
+    scgi_temp_path $TMP/nginx/tmp/scgi;
+    server {
+        listen 127.0.0.1:$PORT_nginx backlog=4096;
+        location / { return 200 "$1\n"; }
+    }
+}
+EOF
+}
+
+mkdir -p "$TMP/haproxy"
+HAPROXY_CONF=$TMP/haproxy/haproxy.cfg
+haproxy_conf() { # body
+    cat <<EOF
+global
+    nbthread 2
+    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+
+frontend hello
+    bind 127.0.0.1:$PORT_haproxy
+    http-request return status 200 content-type text/plain string "$1\n"
+EOF
+}
+
+conf_of() { case $1 in molt) echo "$MOLT_CONF" ;; nginx) echo "$NGINX_CONF" ;; haproxy) echo "$HAPROXY_CONF" ;; esac; }
+for s in "${SERVERS[@]}"; do
+    "${s}_conf" "$BODY1" >"$(conf_of "$s").1"
+    "${s}_conf" "$BODY2" >"$(conf_of "$s").2"
+    cp "$(conf_of "$s").1" "$(conf_of "$s")"
+    printf -v "CUR_$s" 1
+done
+
+# Make variant k the live config of server s (atomically).
+set_body() { # server k
+    local c
+    c=$(conf_of "$1")
+    cp "$c.$2" "$c.new"
+    mv -f "$c.new" "$c"
+    printf -v "CUR_$1" '%s' "$2"
+}
+flip_body() { # server: switch to the other variant
+    local v="CUR_$1"
+    set_body "$1" $((3 - ${!v}))
+}
+
+MOLT_CMD=("$MOLTD" -c "$MOLT_CONF")
+NGINX_CMD=("$NGINX" -e "$TMP/nginx/error.log" -p "$TMP/nginx/" -c "$NGINX_CONF")
+HAPROXY_CMD=("$HAPROXY" -W -f "$HAPROXY_CONF" -p "$TMP/haproxy/haproxy.pid")
+
+log "checking configs"
+for k in 1 2; do
+    "$MOLTD" -c "$MOLT_CONF.$k" -t >"$TMP/molt/check.log" 2>&1 ||
+        { cat "$TMP/molt/check.log" >&2; die "moltd -t rejected $MOLT_CONF.$k"; }
+    "$NGINX" -e "$TMP/nginx/error.log" -p "$TMP/nginx/" -c "$NGINX_CONF.$k" -t -q 2>"$TMP/nginx/check.log" ||
+        { cat "$TMP/nginx/check.log" >&2; die "nginx -t rejected $NGINX_CONF.$k"; }
+    "$HAPROXY" -c -q -f "$HAPROXY_CONF.$k" >"$TMP/haproxy/check.log" 2>&1 ||
+        { cat "$TMP/haproxy/check.log" >&2; die "haproxy -c rejected $HAPROXY_CONF.$k"; }
+done
+
+start() { # name cmd...
+    local name=$1
+    shift
+    "$@" >"$TMP/$name/stdout.log" 2>"$TMP/$name/stderr.log" </dev/null &
+    PIDS+=("$!")
+    printf -v "PID_$name" '%s' "$!"
+}
+pid_of() { local v="PID_$1"; echo "${!v}"; }
+start molt "${MOLT_CMD[@]}"
+start nginx "${NGINX_CMD[@]}"
+start haproxy "${HAPROXY_CMD[@]}"
+
+# The reload commands. Each server is reloaded the way its documentation says.
+reload_argv() { # server -> the reload command, one word per line
+    case $1 in
+        molt) printf '%s\n' "$MOLTCTL" -s "$MOLT_SOCK" reload ;;
+        nginx) printf '%s\n' "${NGINX_CMD[@]}" -s reload ;;
+        haproxy) printf '%s\n' kill -USR2 "$(pid_of haproxy)" ;;
+    esac
+}
+
+wait_ready() { # name
+    local name=$1 url pid_var pid i
+    url="http://127.0.0.1:$(port_of "$name")/"
+    pid_var="PID_$name"
+    pid=${!pid_var}
+    for ((i = 0; i < 100; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$TMP/$name/stderr.log" >&2 || true
+            die "$name exited during startup"
+        fi
+        if [[ $(curl -fsS --max-time 1 "$url" 2>/dev/null) == "$BODY1" ]]; then return 0; fi
+        sleep 0.1
+    done
+    tail -n 20 "$TMP/$name/stderr.log" >&2 || true
+    die "$name not answering \"$BODY1\" on $url after 10 s"
+}
+for s in "${SERVERS[@]}"; do
+    wait_ready "$s"
+    log "$s ready on 127.0.0.1:$(port_of "$s")"
+done
+[[ $(cat "$TMP/haproxy/haproxy.pid" 2>/dev/null) == "$(pid_of haproxy)" ]] ||
+    die "haproxy.pid does not hold the master's pid $(pid_of haproxy)"
+
+# Server processes (the started pid and its descendants) right now.
+nprocs() { # server
+    local v="PID_$1"
+    echo $((1 + $(descendants "${!v}" | wc -l)))
+}
+alive_or_die() {
+    local s v
+    for s in "${SERVERS[@]}"; do
+        v="PID_$s"
+        kill -0 "${!v}" 2>/dev/null || die "$s died (see $TMP/$s/)"
+    done
+}
+now_ns() { date +%s%N; }
+log_file() { # server -> the log where its reloads show
+    case $1 in
+        molt) echo "$TMP/molt/stderr.log" ;;
+        nginx) echo "$TMP/nginx/error.log" ;;
+        haproxy) echo "$TMP/haproxy/stderr.log" ;;
+    esac
+}
+log_lines() { wc -l <"$(log_file "$1")"; }
+log_since() { tail -n +$(($2 + 1)) "$(log_file "$1")"; } # server lines-before
+
+
+# CPU accounting, to show when something else used the machine during a run (as in
+# bench/http.sh), in clock ticks: user+nice+system+irq+softirq of the machine (this kernel
+# charges softirq work done in a process's context to that process), and what our servers
+# used (user+system of each server process, plus what the reaped ones had used: old
+# workers, HAProxy's re-executed master keeps its pid) plus this shell's reaped children
+# (wrk, moltctl, nginx -s, the canary, ...).
+cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+cpu_ours() {
+    local p s all=()
+    for s in "${SERVERS[@]}"; do
+        p=$(pid_of "$s")
+        all+=("$p")
+        mapfile -t -O "${#all[@]}" all < <(descendants "$p")
+    done
+    {
+        for p in "${all[@]}"; do
+            sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 + $14 + $15 }' || true
+        done
+        sed 's/^.*) //' /proc/$$/stat | awk '{ print $14 + $15 }'
+    } | awk '{ t += $1 } END { print t + 0 }'
+}
+NCPU=$(nproc)
+HZ=$(getconf CLK_TCK)
+
+# Stall canary: sleeps 5 ms at a time for the run's duration (or until SIGTERM) and reports how often, and by
+# how much at most, it woke more than 20 ms late. On a saturated but healthy machine it
+# wakes within a few ms; a long oversleep means the whole machine (or VM) stalled, which
+# then shows up in every server's max latency, whatever the server did.
+cat >"$TMP/canary.py" <<'PY'
+import signal, sys, time
+dur = float(sys.argv[1])  # 0: until SIGTERM
+end = time.monotonic() + (dur or 1e9)
+late = []
+stop = False
+def on_term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_term)
+while time.monotonic() < end and not stop:
+    t = time.monotonic()
+    time.sleep(0.005)
+    d = (time.monotonic() - t - 0.005) * 1e3
+    if d > 20:
+        late.append(d)
+print(f"{len(late)} late, worst {max(late, default=0):.0f} ms")
+PY
+
+# --- 1. reload latency, no load --------------------------------------------------
+# For each reload: make the other body live, start the reload command, and poll
+# GET / over a fresh connection (Connection: close) about every millisecond until
+# the new body comes back; keep polling until the command has returned and 20 new
+# bodies in a row came back, to catch an old body served after the first new one.
+mkdir -p "$TMP/lat"
+cat >"$TMP/lat/poll.py" <<'PY'
+import json, os, shutil, socket, subprocess, sys, time
+
+name, port, live, cur, count, settle, out = sys.argv[1:8]
+bodies = {1: sys.argv[8].encode() + b"\n", 2: sys.argv[9].encode() + b"\n"}
+cmd = sys.argv[sys.argv.index("--") + 1:]
+port, cur, count, settle = int(port), int(cur), int(count), float(settle)
+REQ = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+def get():
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(REQ)
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b" ", 2)[1] if head.startswith(b"HTTP/") else b"?", body
+
+with open(out, "w") as f:
+    for i in range(count):
+        new = 3 - cur
+        shutil.copyfile(f"{live}.{new}", f"{live}.new")
+        os.replace(f"{live}.new", live)
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        first_new = last_old = cmd_done = None
+        polls = errors = other = streak = 0
+        while time.perf_counter() - t0 < 30:
+            if cmd_done is None and p.poll() is not None:
+                cmd_done = time.perf_counter() - t0
+            try:
+                status, body = get()
+            except OSError:
+                errors += 1
+                time.sleep(0.001)
+                continue
+            polls += 1
+            t = time.perf_counter() - t0
+            if status == b"200" and body == bodies[new]:
+                if first_new is None:
+                    first_new = t
+                streak += 1
+            elif status == b"200" and body == bodies[cur]:
+                if first_new is not None:
+                    last_old = t
+                streak = 0
+            else:
+                other += 1
+            if first_new is not None and cmd_done is not None and streak >= 20:
+                break
+            time.sleep(0.001)
+        output = p.communicate()[0].decode(errors="replace").strip()
+        rec = {"i": i + 1, "first_new_ms": None if first_new is None else first_new * 1e3,
+               "cmd_ms": None if cmd_done is None else cmd_done * 1e3,
+               "last_old_ms": None if last_old is None else last_old * 1e3,
+               "rc": p.returncode, "polls": polls, "poll_errors": errors, "other": other,
+               "output": output}
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+        fn = "never" if first_new is None else f"{first_new * 1e3:.1f} ms"
+        print(f"    {name} reload {i + 1}/{count}: first new body after {fn}"
+              + (f"; {output}" if output else ""), file=sys.stderr)
+        if first_new is None:
+            sys.exit(f"{name}: the new body never came back")
+        cur = new
+        time.sleep(settle)
+print(cur)
+PY
+
+if ((LAT_RELOADS > 0)); then
+    log "reload latency: $LAT_RELOADS reloads per server, no load"
+    for s in "${SERVERS[@]}"; do
+        alive_or_die
+        mapfile -t rcmd < <(reload_argv "$s")
+        v="CUR_$s"
+        ll0=$(log_lines "$s")
+        python3 "$TMP/canary.py" 0 >"$TMP/lat/$s.canary" &
+        CANARY_PID=$!
+        python3 "$TMP/lat/poll.py" "$s" "$(port_of "$s")" "$(conf_of "$s")" "${!v}" "$LAT_RELOADS" \
+            "$LAT_SETTLE" "$TMP/lat/$s.jsonl" "$BODY1" "$BODY2" -- "${rcmd[@]}" >"$TMP/lat/$s.cur" &
+        LAT_PID=$!
+        wait "$LAT_PID" || die "reload-latency measurement failed for $s"
+        LAT_PID=
+        kill -TERM "$CANARY_PID"
+        wait "$CANARY_PID" || die "the stall canary failed"
+        CANARY_PID=
+        printf -v "CUR_$s" '%s' "$(cat "$TMP/lat/$s.cur")"
+        sleep 1
+        log_since "$s" "$ll0" >"$TMP/lat/$s.log"
+        nprocs "$s" >"$TMP/lat/$s.procs"
+    done
+fi
+
+# --- 2. reloads under load -------------------------------------------------------
+VARIANTS=(keepalive)
+if [[ $CLOSE == 1 ]]; then VARIANTS+=(close); fi
+mkdir -p "$TMP/load"
+wrk_args() { # variant -> extra args
+    if [[ $1 == close ]]; then printf '%s\n' -H 'Connection: close'; fi
+}
+
+log "warm-up: ${WARMUP}s per server"
+for s in "${SERVERS[@]}"; do
+    wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$(port_of "$s")/" >/dev/null
+done
+
+# "n1/n2/..." established connections per server process on a port, largest first
+# (HAProxy's worker is one process: its threads are not told apart).
+conns_per_process() {
+    if ! command -v ss >/dev/null; then echo "-"; return; fi
+    { ss -tnpH state established "sport = :$1" 2>/dev/null || true; } |
+        { grep -o 'pid=[0-9]*' || true; } | sort | uniq -c | sort -rn |
+        awk '{ printf "%s%s", sep, $1; sep = "/" } END { print (NR ? "" : "0") }'
+}
+
+# One wrk run; with reloads > 0, reload i is triggered at i * DUR / (reloads + 1) seconds
+# after wrk started (the next one starts at once if a reload command overran its slot).
+run_load() { # variant server duration reloads tag
+    local v=$1 s=$2 dur=$3 n=$4 tag=$5 f i t0 t1 target now ts te rc late=0 ll0 mid=-
+    local busy0 busy1 ours0 ours1
+    local -a extra rcmd
+    f=$TMP/load/$tag.$v.$s
+    mapfile -t extra < <(wrk_args "$v")
+    mapfile -t rcmd < <(reload_argv "$s")
+    alive_or_die
+    : >"$f.reloads"
+    : >"$f.out"
+    ll0=$(log_lines "$s")
+    busy0=$(cpu_busy) ours0=$(cpu_ours)
+    python3 "$TMP/canary.py" "$dur" >"$f.canary" &
+    CANARY_PID=$!
+    t0=$(now_ns)
+    wrk -t"$THREADS" -c"$CONNS" -d"${dur}s" --latency "${extra[@]}" \
+        "http://127.0.0.1:$(port_of "$s")/" >"$f.wrk" &
+    WRK_PID=$!
+    for ((i = 1; i <= n; i++)); do
+        target=$((t0 + i * dur * 1000000000 / (n + 1)))
+        now=$(now_ns)
+        if ((now < target)); then
+            sleep "$(awk -v d=$((target - now)) 'BEGIN { printf "%.3f", d / 1e9 }')"
+        else
+            late=$((late + 1))
+        fi
+        flip_body "$s"
+        ts=$(now_ns)
+        rc=0
+        "${rcmd[@]}" >>"$f.out" 2>&1 || rc=$?
+        te=$(now_ns)
+        # i, start (ms after wrk started), duration of the command (ms), exit code
+        echo "$i $(((ts - t0) / 1000000)) $(awk -v d=$((te - ts)) 'BEGIN { printf "%.1f", d / 1e6 }') $rc" \
+            >>"$f.reloads"
+        if ((i == (n + 1) / 2)); then
+            # Halfway, a quarter of an interval after a reload: processes and connections.
+            sleep "$(awk -v d="$dur" -v n="$n" 'BEGIN { printf "%.3f", d / (n + 1) / 4 }')"
+            mid=$(nprocs "$s")
+            conns_per_process "$(port_of "$s")" >"$f.conns"
+        fi
+    done
+    if ((n == 0)); then
+        sleep "$(awk -v d="$dur" 'BEGIN { print d / 2 }')"
+        mid=$(nprocs "$s")
+        conns_per_process "$(port_of "$s")" >"$f.conns"
+    fi
+    wait "$WRK_PID" || die "wrk failed against $s"
+    WRK_PID=
+    wait "$CANARY_PID" || die "the stall canary failed"
+    CANARY_PID=
+    busy1=$(cpu_busy) ours1=$(cpu_ours) t1=$(now_ns)
+    awk -v b="$((busy1 - busy0))" -v o="$((ours1 - ours0))" -v t="$((t1 - t0))" \
+        -v n="$NCPU" -v hz="$HZ" 'BEGIN {
+            cap = t / 1e9 * hz * n; f = (b - o) / cap * 100
+            printf "%.0f\n", (f < 0 ? 0 : f) }' >"$f.cpu"
+    echo "$late" >"$f.late"
+    echo "$mid" >"$f.procs_mid"
+    nprocs "$s" >"$f.procs_end"
+    sleep 1
+    nprocs "$s" >"$f.procs_end1"
+    log_since "$s" "$ll0" >"$f.log"
+    grep -E 'requests in|Socket errors|Non-2xx' "$f.wrk" | sed 's/^/    /' >&2 || true
+    printf '    other processes used %s%% of the CPUs; stall canary: %s\n' "$(cat "$f.cpu")" \
+        "$(cat "$f.canary")" >&2
+    if [[ $v == close ]]; then sleep 1; fi # let TIME_WAIT sockets not crowd the next run
+}
+
+for v in "${VARIANTS[@]}"; do
+    for s in "${SERVERS[@]}"; do
+        log "$v: $s, ${DUR}s with $NRELOADS reloads"
+        run_load "$v" "$s" "$DUR" "$NRELOADS" reload
+    done
+done
+if ((BASE_DUR > 0)); then
+    for v in "${VARIANTS[@]}"; do
+        for s in "${SERVERS[@]}"; do
+            log "$v: $s, ${BASE_DUR}s without reloads (reference)"
+            run_load "$v" "$s" "$BASE_DUR" 0 base
+        done
+    done
+fi
+alive_or_die
+for s in "${SERVERS[@]}"; do
+    curl -sS -i --max-time 2 "http://127.0.0.1:$(port_of "$s")/" | tr -d '\r' >"$TMP/$s/response.txt"
+    nprocs "$s" >"$TMP/$s/procs_final"
+done
+"$MOLTCTL" -s "$MOLT_SOCK" status >"$TMP/molt/status.txt" 2>&1 || true
+
+# --- report ----------------------------------------------------------------------
+TABLES=$TMP/tables.md
+python3 - "$TMP" "$DUR" "$NRELOADS" "$BASE_DUR" "$LAT_RELOADS" "${VARIANTS[@]}" >"$TABLES" <<'PY'
+import contextlib, io, json, re, statistics, sys
+from pathlib import Path
+
+tables = io.StringIO()
+_redirect = contextlib.redirect_stdout(tables)
+_redirect.__enter__()
+
+tmp, dur, nrel, base_dur, lat_n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), \
+    int(sys.argv[4]), int(sys.argv[5])
+variants = sys.argv[6:]
+servers = ["molt", "nginx", "haproxy"]
+unit = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+title = {"keepalive": "keep-alive", "close": "Connection: close"}
+
+def ms(v, u):
+    return float(v) * unit[u]
+
+def wrk(path):
+    t = path.read_text()
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", t, re.M)
+    if not m:
+        sys.exit(f"cannot parse {path}:\n{t}")
+    se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+    n2 = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    req = re.search(r"(\d+) requests in ([\d.]+)(\w+)", t)
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m|h)\s*$", t, re.M)
+    lat = re.search(r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)", t, re.M)
+    return {"rps": float(m.group(1)), "requests": int(req.group(1)),
+            "errs": tuple(int(x) for x in se.groups()) if se else (0, 0, 0, 0),
+            "non2xx": int(n2.group(1)) if n2 else 0,
+            "p99": ms(*p99.groups()) if p99 else float("nan"),
+            "max": ms(lat.group(5), lat.group(6)) if lat else float("nan")}
+
+def read(p, default="-"):
+    return p.read_text().strip() if p.exists() else default
+
+# A run during which something else used the machine, or the machine stalled, is flagged.
+flagged = []
+
+def mark(name, cpu, canary, where):
+    m = re.match(r"(\d+) late, worst (\d+) ms", canary)
+    worst = int(m.group(2)) if m else 0
+    busy = cpu.isdigit() and int(cpu) > 10
+    if worst > 50 or busy:
+        flagged.append(f"{where}: {name}")
+        return f"{name} (!)"
+    return name
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else float("nan")
+
+def mx(xs):
+    xs = [x for x in xs if x is not None]
+    return max(xs) if xs else float("nan")
+
+def f1(x):
+    return "-" if x != x else f"{x:.1f}"
+
+def reconfigured(text):
+    return len(re.findall(r"received from \d+, reconfiguring", text))
+
+def reloaded(text):
+    return text.count("Loading success.")
+
+def committed_ms(text):
+    return [float(x) for x in re.findall(r"^committed generation \d+ in (\d+) ms", text, re.M)]
+
+summary = []
+
+# Reload latency.
+if lat_n:
+    lat = {}
+    for s in servers:
+        recs = [json.loads(l) for l in (tmp / "lat" / f"{s}.jsonl").read_text().splitlines()]
+        lat[s] = {
+            "first": med(r["first_new_ms"] for r in recs), "first_max": mx(r["first_new_ms"] for r in recs),
+            "cmd": med(r["cmd_ms"] for r in recs),
+            "printed": med(x for r in recs for x in committed_ms(r["output"])),
+            "old_after": sum(1 for r in recs if r["last_old_ms"] is not None),
+            "last_old": mx(r["last_old_ms"] for r in recs),
+            "poll_err": sum(r["poll_errors"] for r in recs), "other": sum(r["other"] for r in recs),
+            "failed": sum(1 for r in recs if r["rc"] != 0),
+            "recs": recs, "procs": read(tmp / "lat" / f"{s}.procs"),
+            "canary": read(tmp / "lat" / f"{s}.canary"),
+        }
+    print("### Reload latency (no load)\n")
+    print(f"{lat_n} reloads per server, one at a time, 0.5 s apart. Times in ms from starting the reload "
+          "command to the end of the first response carrying the new body (GET / over a fresh "
+          "connection, polled about every millisecond), and to the command's return.\n")
+    print("| server | first new response, median | max | command returned, median | molt's own figure, median "
+          "| reloads where an old body came after a new one | latest such old body (ms) | failed polls (connect/read) | other responses "
+          "| reload commands that failed | stall canary |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for s in servers:
+        x = lat[s]
+        print(f"| {mark(s, '-', x['canary'], 'reload latency')} | {f1(x['first'])} | {f1(x['first_max'])} | {f1(x['cmd'])} | "
+              f"{f1(x['printed']) if s == 'molt' else 'n/a'} | {x['old_after']} | {f1(x['last_old'])} | {x['poll_err']} | {x['other']} | {x['failed']} | {x['canary']} |")
+    rn = lat["molt"]["first"] / lat["nginx"]["first"]
+    rh = lat["molt"]["first"] / lat["haproxy"]["first"]
+    print(f"\nRatios of the median time to the first new response: **molt/nginx = {rn:.2f}**, "
+          f"**molt/haproxy = {rh:.2f}**.\n")
+    print("Every reload (ms; first new response / command returned):\n")
+    print("| # | " + " | ".join(servers) + " |")
+    print("|---:|" + "---|" * len(servers))
+    for i in range(lat_n):
+        cells = []
+        for s in servers:
+            r = lat[s]["recs"][i]
+            cells.append(f"{f1(r['first_new_ms'] or float('nan'))} / {f1(r['cmd_ms'] or float('nan'))}")
+        print(f"| {i + 1} | " + " | ".join(cells) + " |")
+    print()
+    summary.append(("Reload latency, median ms to the first new response (max; command returned)",
+                    [f"{s:8} {f1(lat[s]['first']):>8} ({f1(lat[s]['first_max'])}; {f1(lat[s]['cmd'])})"
+                     for s in servers] + [f"molt/nginx = {rn:.2f}   molt/haproxy = {rh:.2f}"]))
+
+# Under load.
+def load_row(tag, v, s):
+    f = tmp / "load" / f"{tag}.{v}.{s}"
+    w = wrk(f.with_name(f.name + ".wrk"))
+    rel = [l.split() for l in read(f.with_name(f.name + ".reloads"), "").splitlines() if l.strip()]
+    out = read(f.with_name(f.name + ".out"), "")
+    w.update({
+        "sent": len(rel), "rc_fail": sum(1 for r in rel if r[3] != "0"),
+        "cmd_med": med(float(r[2]) for r in rel), "cmd_max": mx(float(r[2]) for r in rel),
+        "late": read(f.with_name(f.name + ".late")),
+        "committed": len(re.findall(r"^committed generation", out, re.M)),
+        "rolled": len(re.findall(r"rolled back|rejected", out)),
+        "printed": committed_ms(out),
+        "log": read(f.with_name(f.name + ".log"), ""),
+        "cpu": read(f.with_name(f.name + ".cpu")),
+        "conns": read(f.with_name(f.name + ".conns")),
+        "canary": read(f.with_name(f.name + ".canary")),
+        "procs": "/".join(read(f.with_name(f.name + x)) for x in (".procs_mid", ".procs_end", ".procs_end1")),
+    })
+    return w
+
+for v in variants:
+    rows = {s: load_row("reload", v, s) for s in servers}
+    base = {s: load_row("base", v, s) for s in servers} if base_dur else None
+    print(f"### Under load with reloads: {title[v]}\n")
+    hdr = " -H 'Connection: close'" if v == "close" else ""
+    print(f"`wrk -t2 -c64 -d{dur}s --latency{hdr}`, "
+          f"{nrel} reloads at a fixed interval of {dur / (nrel + 1):.2f} s.\n")
+    print("| server | requests | req/s | socket errors connect/read/write/timeout | non-2xx/3xx "
+          "| p99 (ms) | max (ms) | reloads sent | reload command, median / max (ms) | slots overrun "
+          "| server processes mid-run / at end / 1 s later | conns per process mid-run | other CPU % | stall canary |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|")
+    for s in servers:
+        x = rows[s]
+        print(f"| {mark(s, x['cpu'], x['canary'], title[v] + ' with reloads')} | {x['requests']} | {x['rps']:.0f} | {'/'.join(map(str, x['errs']))} | {x['non2xx']} | "
+              f"{x['p99']:.2f} | {x['max']:.2f} | {x['sent']} | {f1(x['cmd_med'])} / {f1(x['cmd_max'])} | "
+              f"{x['late']} | {x['procs']} | {x['conns']} | {x['cpu']} | {x['canary']} |")
+    m = rows["molt"]
+    print(f"\nmolt: **{m['committed']} of {m['sent']} reloads committed** ({m['rolled']} rolled back or rejected, "
+          f"{m['rc_fail']} moltctl exits != 0); reload time printed by moltctl: median "
+          f"{f1(med(m['printed']))} ms, max {f1(mx(m['printed']))} ms. "
+          f"nginx: {reconfigured(rows['nginx']['log'])} \"reconfiguring\" notices in its error log; "
+          f"HAProxy: {reloaded(rows['haproxy']['log'])} \"Loading success\" notices from the master "
+          f"(one per completed reload). Warnings or errors in molt's log during the run: "
+          f"{len(rows['molt']['log'].splitlines())}.\n")
+    print(f"Ratios of req/s: molt/nginx = {m['rps'] / rows['nginx']['rps']:.2f}, "
+          f"molt/haproxy = {m['rps'] / rows['haproxy']['rps']:.2f}. Errors are counts, no ratio.\n")
+    if base:
+        print(f"Reference, same load for {base_dur} s without reloads:\n")
+        print("| server | req/s | socket errors c/r/w/t | non-2xx/3xx | p99 (ms) | max (ms) "
+              "| req/s with reloads / without | conns per process mid-run | other CPU % | stall canary |")
+        print("|---|---:|---|---:|---:|---:|---:|---|---:|---|")
+        for s in servers:
+            b = base[s]
+            print(f"| {mark(s, b['cpu'], b['canary'], title[v] + ' without reloads')} | {b['rps']:.0f} | {'/'.join(map(str, b['errs']))} | {b['non2xx']} | "
+                  f"{b['p99']:.2f} | {b['max']:.2f} | {rows[s]['rps'] / b['rps']:.2f} | {b['conns']} | {b['cpu']} | {b['canary']} |")
+        print()
+    lines = [f"{s:8} {rows[s]['rps']:>9.0f} req/s  errors c/r/w/t {'/'.join(map(str, rows[s]['errs'])):>12}  "
+             f"non-2xx {rows[s]['non2xx']:>5}  p99 {rows[s]['p99']:>7.2f} ms  max {rows[s]['max']:>8.2f} ms"
+             f"  [other CPU {rows[s]['cpu']}%, canary {rows[s]['canary']}]"
+             for s in servers]
+    lines.append(f"molt: {m['committed']}/{m['sent']} committed, moltctl's reload time median "
+                 f"{f1(med(m['printed']))} ms, max {f1(mx(m['printed']))} ms")
+    summary.append((f"Under load with {nrel} reloads, {title[v]}", lines))
+
+_redirect.__exit__(None, None, None)
+if flagged:
+    print("**(!)**: during these runs another process used more than 10 % of the CPUs or the "
+          "stall canary woke more than 50 ms late, so their latency (and throughput) figures say more "
+          "about the machine than about the server: " + "; ".join(flagged) + ".\n")
+    summary.append(("Flagged runs (machine busy or stalled)", flagged))
+else:
+    print("No run was flagged: no other process used more than 10 % of the CPUs and the stall "
+          "canary never woke more than 50 ms late.\n")
+print(tables.getvalue(), end="")
+
+for t, lines in summary:
+    print(f"\n{t}:", file=sys.stderr)
+    for l in lines:
+        print(f"  {l}", file=sys.stderr)
+PY
+
+fence() { # title file [lang]
+    printf '%s:\n\n```%s\n' "$1" "${3:-}"
+    cat "$2"
+    printf '```\n\n'
+}
+cmdline() { local c; c=$(printf '%q ' "$@"); echo "${c% }"; }
+rel() { sed -e "s|$TMP|\$TMP|g" -e "s|$ROOT|\$REPO|g"; }
+
+WRK_VERSION=$(wrk -v 2>&1 | head -n 1 || true)
+INTERVAL=$(awk -v d="$DUR" -v n="$NRELOADS" 'BEGIN { printf "%.2f", d / (n + 1) }')
+# Markdown wants literal backticks inside single-quoted formats.
+# shellcheck disable=SC2016
+{
+    printf '# molt reload benchmark results\n\n'
+    printf 'Generated by `bench/reload.sh` (see bench/README.md). Do not edit by hand.\n\n'
+    printf -- '- Date: %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    printf -- '- Machine: %s CPU(s), %s; kernel %s\n' "$(nproc)" \
+        "$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" "$(uname -sr)"
+    printf -- '- molt: `%s` (git %s%s), Release build\n' "$("$MOLTD" --version)" \
+        "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+        "$(git diff --quiet HEAD -- . ':(exclude)bench' 2>/dev/null ||
+            echo ', with uncommitted changes outside bench/')"
+    printf -- '- nginx: `%s`\n' "$(nginx -v 2>&1)"
+    printf -- '- HAProxy: `%s`\n' "$("$HAPROXY" -v | head -n 1)"
+    printf -- '- wrk: `%s`\n' "$WRK_VERSION"
+    printf -- '- Reloads under load: %s per wrk run of %s s (one every %s s); reload latency: %s reloads per server\n\n' \
+        "$NRELOADS" "$DUR" "$INTERVAL" "$LAT_RELOADS"
+    printf 'All three servers run on 127.0.0.1 with 2 workers (molt, nginx: 2 worker processes; '
+    printf 'HAProxy: 2 threads in one worker process) and answer `GET /` with `hello 1\\n` or '
+    printf '`hello 2\\n` (8 bytes). Every reload first makes the other body the live config, so each '
+    printf 'reload really deploys something, and the body tells which generation answered. wrk, '
+    printf 'the poller and the three servers share the same %s CPU(s): absolute figures are low and ' "$(nproc)"
+    printf 'noisy, and latency percentiles suffer from coordinated omission.\n\n'
+    printf '## What a reload is, per server\n\n'
+    printf -- '- **molt**: `moltctl -s SOCK reload`, which returns once the reload is over: parse and '
+    printf 'validate the config, copy the plugin, fork 2 new workers that load it, pause the old '
+    printf 'workers'"'"' accepting, send each new worker the health request through its own pipeline and '
+    printf 'run the plugin health checks, commit, then drain the old workers (busy keep-alive '
+    printf 'connections get `Connection: close` on their next response, idle ones close after '
+    printf '`idle_grace_ms` = 100). The config sets `"reload": {"health": {"stable_ms": 0}}`, so no '
+    printf 'time is spent watching the new generation serve alone (default 500 ms): the reload time '
+    printf 'measured is the mechanism only. "committed generation N in X ms" is moltctl'"'"'s own figure.\n'
+    printf -- '- **nginx**: `nginx -s reload` (a new nginx process parses the config to find the pid '
+    printf 'file and sends SIGHUP to the master, then exits). The master re-reads the config, forks '
+    printf '2 new workers and tells the old ones to quit gracefully (they stop accepting, finish '
+    printf 'requests in flight and close keep-alive connections). The command returns as soon as '
+    printf 'the signal is sent, so its duration says nothing about when the reload is done.\n'
+    printf -- '- **HAProxy**: master-worker mode (`-W`), `kill -USR2 <master pid>`. The master '
+    printf 're-executes itself, parses the config, forks a new worker that takes the listening '
+    printf 'sockets over from the old one through the master'"'"'s socketpair (seamless reload, '
+    printf 'the default in master-worker mode in 2.6), and the old worker is told to finish (SIGUSR1: '
+    printf 'unbind, finish what is in flight, close keep-alive connections). `kill` returns at once.\n\n'
+    printf 'So only molt'"'"'s command time is a reload time; the comparable figure across the three '
+    printf 'is the time to the first response from the new configuration.\n\n'
+    printf '## How to read the numbers\n\n'
+    printf -- '- wrk counts: **connect** errors (connection refused or failed), **read** errors '
+    printf '(the connection was reset, or closed with a request sent and no response: the race '
+    printf 'between a server closing an idle keep-alive connection and a client reusing it; real '
+    printf 'HTTP clients retry an idempotent request then, wrk does not), **write** errors, '
+    printf '**timeout** (no response within 2 s). Each is a request wrk lost or a connection '
+    printf 'it had to reopen. **non-2xx/3xx** are responses with another status. All are counts over '
+    printf 'the whole run, from the same number of reloads for every server.\n'
+    printf -- '- p99 and max latency are wrk'"'"'s, over the whole run, reloads included; the max is '
+    printf 'often one reload'"'"'s stall.\n'
+    printf -- '- "reload command" is the wall time of the command the script ran (moltctl blocks until '
+    printf 'commit; `nginx -s reload` and `kill` return at once). "slots overrun" counts reloads '
+    printf 'that started late because the previous command was still running.\n'
+    printf -- '- "server processes" counts the started process and all its descendants (molt: moltd '
+    printf '+ workers; nginx: master + workers; HAProxy: master + worker(s)) at mid-run, just after '
+    printf 'wrk ended and 1 s later: old workers still draining show up here. Idle: 3 for molt and '
+    printf 'nginx, 2 for HAProxy (master + one worker with 2 threads).\n'
+    printf -- '- "conns per process" is an `ss` snapshot halfway through the run (a quarter of an '
+    printf 'interval after a reload) of how the established connections were spread over the '
+    printf 'server'"'"'s processes, largest first (HAProxy: one worker process, threads not told apart; '
+    printf 'with Connection: close it is a momentary count). With keep-alive and no reloads, where '
+    printf 'wrk'"'"'s 64 connections landed at the start decides how evenly the two workers are loaded '
+    printf 'for the whole run, and so the req/s; reloads re-spread them every interval.\n'
+    printf -- '- "other CPU %%" is the share of all CPUs'"'"' time (user, system, irq, softirq) used '
+    printf 'during the run by processes other than the servers, wrk and the script (kernel threads '
+    printf 'such as ksoftirqd count as other, so a few %% can be this benchmark'"'"'s own network '
+    printf 'work). "stall canary" '
+    printf 'is a process that sleeps 5 ms at a time during the run: how many times it woke more than '
+    printf '20 ms late, and the worst. On this saturated but otherwise idle machine it wakes within a '
+    printf 'few ms; a late canary means the whole machine (or VM) stalled, and a max latency of the '
+    printf 'same size in that run is the machine'"'"'s, not the server'"'"'s. A run with either well above '
+    printf 'zero is less trustworthy.\n'
+    printf -- '- Reload latency: the poller (Python, one fresh TCP connection per GET, '
+    printf '`Connection: close`, about 1 ms apart) times from just before it starts the reload command '
+    printf 'to the end of the first response carrying the new body, so the figure includes starting '
+    printf 'the command (a fork/exec, and for nginx the config parse of `nginx -s`) and up to about '
+    printf '1 ms of polling granularity. "old body after a new one" counts reloads during which '
+    printf 'a response from the old configuration came after the first one from the new.\n\n'
+    printf '## Results\n\n'
+    cat "$TABLES"
+    printf '## How it was run\n\n'
+    printf 'Build:\n\n```\n%s\n%s\n```\n\n' "${BUILD_CMDS[0]}" "${BUILD_CMDS[1]}"
+    printf 'Servers (`$TMP` is a fresh `mktemp -d`, `$REPO` the checkout):\n\n```\n'
+    cmdline "${MOLT_CMD[@]}" | rel
+    cmdline "${NGINX_CMD[@]}" | rel
+    cmdline "${HAPROXY_CMD[@]}" | rel
+    printf '```\n\nReload commands (before each one, the live config is replaced by the other variant):\n\n```\n'
+    for s in molt nginx; do
+        mapfile -t rcmd < <(reload_argv "$s")
+        cmdline "${rcmd[@]}" | rel
+    done
+    echo 'kill -USR2 <pid of the haproxy -W master>'
+    printf '```\n\nLoad, per server, with the reloads running alongside:\n\n```\n'
+    echo "wrk -t$THREADS -c$CONNS -d${DUR}s --latency http://127.0.0.1:PORT/"
+    if [[ $CLOSE == 1 ]]; then
+        echo "wrk -t$THREADS -c$CONNS -d${DUR}s --latency -H 'Connection: close' http://127.0.0.1:PORT/"
+    fi
+    printf '```\n\n'
+    if ((BASE_DUR > 0)); then
+        printf 'Reference runs: the same with `-d%ss` and no reloads, after all reload runs.\n\n' "$BASE_DUR"
+    fi
+    printf 'Order: reload latency (molt, nginx, HAProxy), %s warm-up of %s s per server, then per variant '  "wrk" "$WARMUP"
+    printf 'molt, nginx, HAProxy under reloads, then the reference runs.\n\n'
+    fence 'molt config (variant 1; variant 2 differs in the body only)' "$MOLT_CONF.1" json | rel
+    fence 'nginx config (variant 1)' "$NGINX_CONF.1" nginx | rel
+    fence 'HAProxy config (variant 1)' "$HAPROXY_CONF.1" | rel
+    printf '## At the end\n\n'
+    for s in "${SERVERS[@]}"; do
+        fence "$s response ($(cat "$TMP/$s/procs_final") server processes)" "$TMP/$s/response.txt" http
+    done
+    fence '`moltctl status`' "$TMP/molt/status.txt" | rel
+    printf '## Server logs\n\n'
+    printf 'Last %s lines of each (molt at level warn, nginx at notice).\n\n' "$LOGLINES"
+    for f in molt/stderr.log nginx/error.log haproxy/stderr.log; do
+        n=$(wc -l <"$TMP/$f")
+        fence "\`$f\` ($n lines)" <(tail -n "$LOGLINES" "$TMP/$f" | rel)
+    done
+} >"$TMP/RESULTS.md"
+mv "$TMP/RESULTS.md" "$OUT"
+log "wrote ${OUT#"$ROOT"/}"
