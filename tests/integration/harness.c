@@ -1296,3 +1296,12 @@ void h_resp_free(h_resp_t *r)
     free(r->body);
     memset(r, 0, sizeof(*r));
 }
+
+TCase *h_tcase(const char *name, int timeout)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
+    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
+    tcase_set_timeout(tc, timeout);
+    return tc;
+}

@@ -62,6 +62,9 @@ void h_suite_teardown(void);
 /* Checked (runs in the test's child): stops and removes every instance; fails
  * the test if a moltd log holds a sanitizer report. */
 void h_test_teardown(void);
+/* A test case with the harness's fixtures (suite setup/teardown, per-test
+ * teardown) and a timeout in seconds. */
+TCase *h_tcase(const char *name, int timeout);
 /* What H_CHECK does before it fails: cleanup, with the logs' tails on stderr. */
 void h_on_failure(void);
 

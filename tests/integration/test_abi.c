@@ -835,37 +835,28 @@ END_TEST
 
 /* ---- suite --------------------------------------------------------------------------------- */
 
-static TCase *tcase(const char *name, int timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
-    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
-    tcase_set_timeout(tc, timeout);
-    return tc;
-}
-
 static Suite *abi_suite(void)
 {
     Suite *s = suite_create("integ_abi");
-    TCase *tc = tcase("order", 60);
+    TCase *tc = h_tcase("order", 60);
     tcase_add_test(tc, test_order_priority);
     tcase_add_test(tc, test_order_ties);
     suite_add_tcase(s, tc);
-    tc = tcase("flow", 60);
+    tc = h_tcase("flow", 60);
     tcase_add_test(tc, test_done);
     tcase_add_test(tc, test_error);
     suite_add_tcase(s, tc);
-    tc = tcase("coordination", 60);
+    tc = h_tcase("coordination", 60);
     tcase_add_test(tc, test_disable_instance);
     tcase_add_test(tc, test_callback_off);
     tcase_add_test(tc, test_priority_txn);
     tcase_add_test(tc, test_hook_list);
     suite_add_tcase(s, tc);
-    tc = tcase("context", 60);
+    tc = h_tcase("context", 60);
     tcase_add_test(tc, test_ctx_and_ptr);
     tcase_add_test(tc, test_session);
     suite_add_tcase(s, tc);
-    tc = tcase("deps", 60);
+    tc = h_tcase("deps", 60);
     tcase_add_test(tc, test_deps_order);
     tcase_add_test(tc, test_api_by_instance);
     tcase_add_loop_test(tc, test_deps_refused, 0, (int)(sizeof(refusals) / sizeof(refusals[0])));

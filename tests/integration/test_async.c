@@ -460,33 +460,24 @@ END_TEST
 
 /* ---- suite --------------------------------------------------------------------------------- */
 
-static TCase *tcase(const char *name, int timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
-    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
-    tcase_set_timeout(tc, timeout);
-    return tc;
-}
-
 static Suite *async_suite(void)
 {
     Suite *s = suite_create("integ_async");
-    TCase *tc = tcase("concurrency", 60);
+    TCase *tc = h_tcase("concurrency", 60);
     tcase_add_test(tc, test_concurrent_sleeps);
     tcase_add_test(tc, test_pipelined_order);
     suite_add_tcase(s, tc);
-    tc = tcase("hooks", 60);
+    tc = h_tcase("hooks", 60);
     tcase_add_test(tc, test_hold_continue_deny);
     tcase_add_test(tc, test_contexts_interleaved);
     suite_add_tcase(s, tc);
-    tc = tcase("watchers", 60);
+    tc = h_tcase("watchers", 60);
     tcase_add_test(tc, test_pipe_and_now);
     suite_add_tcase(s, tc);
-    tc = tcase("abort", 60);
+    tc = h_tcase("abort", 60);
     tcase_add_test(tc, test_client_gone);
     suite_add_tcase(s, tc);
-    tc = tcase("stop", 60);
+    tc = h_tcase("stop", 60);
     tcase_add_test(tc, test_stop_cancels_timers);
     tcase_add_test(tc, test_graceful_stop_waits);
     tcase_add_test(tc, test_fast_stop_aborts);

@@ -391,33 +391,24 @@ END_TEST
 
 /* ---- suite --------------------------------------------------------------------------------- */
 
-static TCase *tcase(const char *name, int timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
-    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
-    tcase_set_timeout(tc, timeout);
-    return tc;
-}
-
 static Suite *examples_suite(void)
 {
     Suite *s = suite_create("integ_examples");
-    TCase *tc = tcase("headers", 30);
+    TCase *tc = h_tcase("headers", 30);
     tcase_add_test(tc, test_headers_added);
     tcase_add_test(tc, test_headers_bad_name);
     suite_add_tcase(s, tc);
-    tc = tcase("auth", 30);
+    tc = h_tcase("auth", 30);
     tcase_add_test(tc, test_auth);
     tcase_add_test(tc, test_auth_defaults);
     tcase_add_test(tc, test_auth_priority);
     suite_add_tcase(s, tc);
-    tc = tcase("whoami", 30);
+    tc = h_tcase("whoami", 30);
     tcase_add_test(tc, test_whoami);
     tcase_add_test(tc, test_whoami_without_users);
     tcase_add_test(tc, test_whoami_wrong_provider);
     suite_add_tcase(s, tc);
-    tc = tcase("config", 30);
+    tc = h_tcase("config", 30);
     tcase_add_loop_test(tc, test_bad_config, 0, (int)(sizeof(bad) / sizeof(bad[0])));
     suite_add_tcase(s, tc);
     return s;

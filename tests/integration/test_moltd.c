@@ -1352,19 +1352,10 @@ END_TEST
 
 /* ---- suites -------------------------------------------------------------------------------- */
 
-static TCase *tcase(const char *name, int timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
-    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
-    tcase_set_timeout(tc, timeout);
-    return tc;
-}
-
 static Suite *serve_suite(void)
 {
     Suite *s = suite_create("integ_serve");
-    TCase *tc = tcase("http", 60);
+    TCase *tc = h_tcase("http", 60);
     tcase_add_test(tc, test_hello_curl);
     tcase_add_test(tc, test_keepalive);
     tcase_add_test(tc, test_pipelining);
@@ -1373,7 +1364,7 @@ static Suite *serve_suite(void)
     tcase_add_test(tc, test_malformed);
     tcase_add_test(tc, test_ipv6);
     suite_add_tcase(s, tc);
-    tc = tcase("echo", 60);
+    tc = h_tcase("echo", 60);
     tcase_add_test(tc, test_echo_chunked_curl);
     tcase_add_test(tc, test_echo_chunked_raw);
     tcase_add_test(tc, test_echo_fail);
@@ -1385,12 +1376,12 @@ static Suite *serve_suite(void)
 static Suite *ops_suite(void)
 {
     Suite *s = suite_create("integ_ops");
-    TCase *tc = tcase("moltctl", 60);
+    TCase *tc = h_tcase("moltctl", 60);
     tcase_add_test(tc, test_moltctl_status_text);
     tcase_add_test(tc, test_moltctl_status_json);
     tcase_add_test(tc, test_moltctl_unreachable);
     suite_add_tcase(s, tc);
-    tc = tcase("load", 90);
+    tc = h_tcase("load", 90);
     tcase_add_test(tc, test_wrk);
     suite_add_tcase(s, tc);
     return s;
@@ -1400,13 +1391,13 @@ static Suite *startup_suite(void)
 {
     Suite *s = suite_create("integ_startup");
     int nbroken = (int)(sizeof(broken) / sizeof(broken[0]));
-    TCase *tc = tcase("check", 60);
+    TCase *tc = h_tcase("check", 60);
     tcase_add_test(tc, test_check_good);
     tcase_add_test(tc, test_check_unknown_key);
     tcase_add_test(tc, test_check_missing_file);
     tcase_add_loop_test(tc, test_check_broken, 0, nbroken);
     suite_add_tcase(s, tc);
-    tc = tcase("refuse", 60);
+    tc = h_tcase("refuse", 60);
     tcase_add_loop_test(tc, test_refuse_start, 0, nbroken);
     suite_add_tcase(s, tc);
     return s;
@@ -1415,11 +1406,11 @@ static Suite *startup_suite(void)
 static Suite *lifecycle_suite(void)
 {
     Suite *s = suite_create("integ_lifecycle");
-    TCase *tc = tcase("respawn", 60);
+    TCase *tc = h_tcase("respawn", 60);
     tcase_add_test(tc, test_worker_sigkill_replaced);
     tcase_add_test(tc, test_crash_respawn_backoff);
     suite_add_tcase(s, tc);
-    tc = tcase("stop", 60);
+    tc = h_tcase("stop", 60);
     tcase_add_test(tc, test_stop_moltctl);
     tcase_add_test(tc, test_stop_moltctl_fast);
     tcase_add_test(tc, test_stop_sigterm_inflight);
@@ -1431,15 +1422,15 @@ static Suite *lifecycle_suite(void)
 static Suite *gendir_suite(void)
 {
     Suite *s = suite_create("integ_gendir");
-    TCase *tc = tcase("layout", 60);
+    TCase *tc = h_tcase("layout", 60);
     tcase_add_test(tc, test_gendir_layout);
     tcase_add_test(tc, test_gendir_noexec);
     suite_add_tcase(s, tc);
-    tc = tcase("refuse", 60);
+    tc = h_tcase("refuse", 60);
     tcase_add_test(tc, test_gendir_refuse_mode);
     tcase_add_test(tc, test_gendir_sha256_pin);
     suite_add_tcase(s, tc);
-    tc = tcase("keep", 120);
+    tc = h_tcase("keep", 120);
     tcase_add_test(tc, test_gendir_keep);
     suite_add_tcase(s, tc);
     return s;

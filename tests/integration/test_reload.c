@@ -696,19 +696,10 @@ START_TEST(test_hundred_reloads)
 }
 END_TEST
 
-static TCase *tcase(const char *name, int timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
-    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
-    tcase_set_timeout(tc, timeout);
-    return tc;
-}
-
 int main(void)
 {
     Suite *s = suite_create("integ_reload");
-    TCase *tc = tcase("outcomes", 60);
+    TCase *tc = h_tcase("outcomes", 60);
     tcase_add_test(tc, test_commit);
     tcase_add_loop_test(tc, test_rollback, 0, (int)(sizeof(broken) / sizeof(broken[0])));
     tcase_add_test(tc, test_rejected);
@@ -719,7 +710,7 @@ int main(void)
     tcase_add_test(tc, test_verify_plugin_health);
     tcase_add_test(tc, test_rollback_command);
     suite_add_tcase(s, tc);
-    tc = tcase("concurrency", 60);
+    tc = h_tcase("concurrency", 60);
     tcase_add_test(tc, test_coalesced);
     tcase_add_test(tc, test_wrk_through_reloads);
     tcase_add_test(tc, test_events);

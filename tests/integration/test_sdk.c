@@ -379,22 +379,13 @@ END_TEST
 
 /* ---- suite --------------------------------------------------------------------------------- */
 
-static TCase *tcase(const char *name, int timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
-    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
-    tcase_set_timeout(tc, timeout);
-    return tc;
-}
-
 static Suite *sdk_suite(void)
 {
     Suite *s = suite_create("integ_sdk");
-    TCase *tc = tcase("install", 180);
+    TCase *tc = h_tcase("install", 180);
     tcase_add_test(tc, test_install_build_serve);
     suite_add_tcase(s, tc);
-    tc = tcase("check_plugin", 60);
+    tc = h_tcase("check_plugin", 60);
     tcase_add_test(tc, test_check_plugin_hello);
     tcase_add_loop_test(tc, test_check_plugin_refused, 0,
                         (int)(sizeof(bad_plugins) / sizeof(bad_plugins[0])));

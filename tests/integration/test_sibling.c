@@ -293,23 +293,14 @@ END_TEST
 
 /* ---- suite --------------------------------------------------------------------------------- */
 
-static TCase *tcase(const char *name, int timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
-    tcase_add_checked_fixture(tc, NULL, h_test_teardown);
-    tcase_set_timeout(tc, timeout);
-    return tc;
-}
-
 static Suite *sibling_suite(void)
 {
     Suite *s = suite_create("integ_sibling");
-    TCase *tc = tcase("replicated", 120);
+    TCase *tc = h_tcase("replicated", 120);
     tcase_add_test(tc, test_replicated);
     tcase_add_test(tc, test_single_worker);
     suite_add_tcase(s, tc);
-    tc = tcase("failures", 60);
+    tc = h_tcase("failures", 60);
     tcase_add_test(tc, test_refused);
     tcase_add_test(tc, test_stalled);
     tcase_add_test(tc, test_killed);
