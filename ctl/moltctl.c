@@ -73,6 +73,7 @@ static int cmd_status(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char
 static int cmd_stop(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 static int cmd_reload(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 static int cmd_events(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
+static int cmd_state(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 
 static const ctl_cmd_t ctl_cmds[] = {
     {"status", "[--json]", "show moltd, its generation and its workers", cmd_status},
@@ -81,6 +82,7 @@ static const ctl_cmd_t ctl_cmds[] = {
     /* a rollback is a reload to the previous generation: same exchange, same output */
     {"rollback", "[--json]", "re-activate the previous generation (verified like a reload)", cmd_reload},
     {"events", "", "follow reload and worker events, one JSON object per line", cmd_events},
+    {"state", "NAME [--json]", "print instance NAME's live state in every worker, as JSON", cmd_state},
 };
 
 /* --- messages and usage ------------------------------------------------------ */
@@ -888,6 +890,32 @@ static int cmd_events(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char
         c.scanned = 0;
     }
     ctl_conn_close(&c);
+    return ret;
+}
+
+/*
+ * moltctl state NAME: the instance's state in every worker of the active
+ * generation, as its save callback packs it, shown as JSON (one object:
+ * name, plugin, generation, workers[{slot, pid, state_version, bytes, state}
+ * or {slot, pid, error}]). --json is accepted for symmetry: the output is
+ * JSON either way.
+ */
+static int cmd_state(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv)
+{
+    bool as_json = false;
+    const ctl_flag_t flags[] = {{"json", &as_json}, {NULL, NULL}};
+    int npos, ret = ctl_parse_args(cmd, argc, argv, flags, &npos);
+    json_t *r = NULL;
+    if (ret)
+        return ret;
+    if (npos != 1)
+        return ctl_usage_error(cmd, "%s", npos ? "one instance name only" : "an instance name is needed");
+    ret = ctl_call(ctx, cmd->name, json_pack("{s:s,s:s}", "cmd", "state", "name", argv[1]), &r);
+    if (ret != MOLT_CTL_EXIT_OK)
+        return ret;
+    json_object_del(r, "ok");
+    ret = ctl_print_json(r);
+    json_decref(r);
     return ret;
 }
 

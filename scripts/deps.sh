@@ -5,7 +5,7 @@ set -euo pipefail
 
 MOLT_DEPS=(
     gcc make cmake pkg-config           # toolchain
-    libev-dev uuid-dev libmsgpack-dev libjansson-dev libhttp-parser-dev nettle-dev  # libraries
+    libev-dev uuid-dev libmsgpack-dev libjansson-dev libhttp-parser-dev nettle-dev libxxhash-dev uthash-dev  # libraries
     check                               # unit and integration test framework
     curl wrk                            # real clients used by the tests
 )

@@ -53,6 +53,9 @@ static const char *const msg_type_names[MOLT_MSG_TYPE_COUNT] = {
     [MOLT_MSG_SIBLING_SEND] = "SIBLING_SEND",
     [MOLT_MSG_SIBLING] = "SIBLING", [MOLT_MSG_SIBLING_ACK] = "SIBLING_ACK",
     [MOLT_MSG_SIBLING_STATUS] = "SIBLING_STATUS",
+    [MOLT_MSG_QUIESCED] = "QUIESCED", [MOLT_MSG_SAVED] = "SAVED", [MOLT_MSG_RESTORED] = "RESTORED",
+    [MOLT_MSG_DUMPED] = "DUMPED",     [MOLT_MSG_SAVE] = "SAVE",   [MOLT_MSG_RESTORE] = "RESTORE",
+    [MOLT_MSG_DUMP] = "DUMP",
 };
 
 static bool msg_type_known(unsigned type)
@@ -589,6 +592,17 @@ bool molt_msg_get_str(const molt_msg_t *msg, const char *key, char *buf, size_t 
 
 /* NULL packs as nil, so an optional field can be written unconditionally and
  * reads back as absent-as-a-string. */
+void molt_body_init(molt_body_t *body)
+{
+    msgpack_sbuffer_init(&body->sb);
+    msgpack_packer_init(&body->pk, &body->sb, msgpack_sbuffer_write);
+}
+
+void molt_body_free(molt_body_t *body)
+{
+    msgpack_sbuffer_destroy(&body->sb);
+}
+
 void molt_mp_pack_str(msgpack_packer *pk, const char *s)
 {
     if (!s) {

@@ -43,15 +43,28 @@ typedef enum molt_msg_type {
     MOLT_MSG_LOADING = 5, /* {plugin, file} about to initialise this instance (blame for a crash) */
     MOLT_MSG_HEALTH_RESULT = 6, /* {status, error} the outcome of a HEALTH check ("" error: passed) */
     MOLT_MSG_SLOT_RESERVE = 7,  /* {level, name} the index of a named slot (asked during init) */
+    /* state handoff (worker/handoff.c, supervisor/handoff.c), 9..12 */
+    MOLT_MSG_QUIESCED = 9,  /* {} a paused worker has no connection left (strict handoff waits for it) */
+    MOLT_MSG_SAVED = 10,    /* {bytes, instances, ms, error} the streams of one SAVE are written (or not) */
+    MOLT_MSG_RESTORED = 11, /* {bytes, instances, ms, error, dropped: [text]} every stream of RESTORE
+                             * was read and restored (or not) */
+    MOLT_MSG_DUMPED = 12,   /* {error} the stream of a DUMP is written (or why there is none) */
     /* supervisor -> worker */
     MOLT_MSG_STOP = 16,   /* {graceful: bool, retired?: bool} stop accepting; finish; exit
                            * (retired: a reload committed this worker's successor) */
-    MOLT_MSG_PAUSE = 17,  /* {} stop accepting (a reload hands over); connections go on */
-    MOLT_MSG_RESUME = 18, /* {} accept again (the reload rolled back) */
+    MOLT_MSG_PAUSE = 17,  /* {close?: bool} stop accepting (a reload hands over); close: also close
+                           * every connection politely, then QUIESCED once none is left */
+    MOLT_MSG_RESUME = 18, /* {} accept (again: the reload rolled back; or first: a new generation's
+                           * handoff is done) */
     MOLT_MSG_REPORT = 19, /* {} send a STATS message now (the end of a verify window) */
     MOLT_MSG_HEALTH = 20, /* {path, timeout_ms} run the health request and every plugin's health check */
     MOLT_MSG_ACTIVATE = 21, /* {} this worker's generation was committed by a reload */
     MOLT_MSG_SLOT_INDEX = 22, /* {index} or {error} the answer to SLOT_RESERVE */
+    MOLT_MSG_SAVE = 23,    /* {from_gen, to_gen, streams: [{to_slot, partitioned, replicated}]} + one fd
+                            * per stream: write each stream (shared/stream.h), then SAVED */
+    MOLT_MSG_RESTORE = 24, /* {timeout_ms, fresh, streams: [{from_slot}]} + one fd per stream: read
+                            * and restore them all, then RESTORED; accept only at RESUME */
+    MOLT_MSG_DUMP = 25,    /* {name} + one fd: write instance `name`'s state as a one-entry stream */
     /* sibling messages (plugin.h: molt_sibling_send), 30..33 */
     MOLT_MSG_SIBLING_SEND = 30,   /* w->s {instance, seq, msg: bin} route to my siblings */
     MOLT_MSG_SIBLING = 31,        /* s->w {instance, seq, from, msg: bin} apply a sibling's message */
@@ -121,6 +134,19 @@ bool molt_mp_get_str(const msgpack_object *map, const char *key, char *buf, size
  * without allocating (so that decoding it cannot ask for absurd amounts of
  * memory): for msgpack carried inside a body, such as a sibling message. */
 bool molt_mp_check_object(const void *p, size_t len);
+
+/*
+ * A body being packed: the buffer and the packer that writes into it, set up
+ * together by molt_body_init() (the packer points at the buffer: do not copy
+ * or move the struct after). Pack with &body.pk, send &body.sb, then
+ * molt_body_free().
+ */
+typedef struct molt_body {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} molt_body_t;
+void molt_body_init(molt_body_t *body);
+void molt_body_free(molt_body_t *body);
 
 /* Packing helpers for bodies: a string key followed by a value. */
 void molt_mp_pack_str(msgpack_packer *pk, const char *s);

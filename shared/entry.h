@@ -30,6 +30,8 @@ typedef struct molt_worker_boot {
     const char *gen_id;       /* generation UUID (text) */
     const char *plugin_dir;   /* directory the generation's .so files are loaded from;
                                * NULL: each plugin's resolved config path */
+    int standby;              /* a reload's new worker: listen but accept nothing until
+                               * RESUME (after its state handoff) */
     int check_only;           /* moltd -t: load and initialise the plugins, report READY
                                * or FAIL, finalise them and exit; serve nothing */
 } molt_worker_boot_t;

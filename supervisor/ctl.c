@@ -43,8 +43,10 @@ static void conn_free(ctl_conn_t *c)
             break;
         }
     }
-    if (c->waiting)
+    if (c->waiting) {
         sup_reload_forget(c);
+        sup_dump_forget(c);
+    }
     ev_io_stop(S.loop, &c->w);
     molt_close(&c->fd);
     molt_buf_free(&c->in);
@@ -97,6 +99,7 @@ static void conn_reply(ctl_conn_t *c, json_t *reply);
 static void conn_process(ctl_conn_t *c);
 static void conn_flush(ctl_conn_t *c);
 
+/* A deferred reply (reload, rollback, state) is ready. */
 static void reload_done(void *arg, json_t *outcome)
 {
     ctl_conn_t *c = arg;
@@ -125,6 +128,21 @@ static json_t *cmd_rollback(ctl_conn_t *c, const json_t *req)
     if (sup_reload_request_kind(true, reload_done, c) == -ENOMEM) {
         c->waiting = false;
         return json_pack("{s:b,s:s}", "ok", 0, "error", "out of memory");
+    }
+    return NULL;
+}
+
+/* {"cmd": "state", "name": INSTANCE}: its state in every worker, as JSON. */
+static json_t *cmd_state(ctl_conn_t *c, const json_t *req)
+{
+    const char *name = json_string_value(json_object_get(req, "name"));
+    if (!name)
+        return json_pack("{s:b,s:s}", "ok", 0, "error", "\"name\" (an instance name) is required");
+    char err[256];
+    c->waiting = true;
+    if (sup_dump_request(name, reload_done, c, err, sizeof(err)) < 0) {
+        c->waiting = false;
+        return json_pack("{s:b,s:s}", "ok", 0, "error", err);
     }
     return NULL;
 }
@@ -171,6 +189,7 @@ static const struct {
     {"reload", cmd_reload},
     {"events", cmd_events},
     {"rollback", cmd_rollback},
+    {"state", cmd_state},
 };
 
 static json_t *ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -199,6 +199,9 @@ static int proc_spawn(sup_proc_t *p)
             .gen = gen->number,
             .gen_id = gen->id,
             .plugin_dir = gen->dir,
+            /* A reload's new worker, or one respawned into a paused generation,
+             * accepts only once told to (RESUME). */
+            .standby = gen->paused || (S.state != SUP_BOOTING && gen->state == SUP_GEN_STARTING),
         };
         wrk_main(&boot);
     }
@@ -247,15 +250,13 @@ int sup_gen_spawn(sup_gen_t *gen)
 
 static void proc_send_stop(sup_proc_t *p, bool graceful)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    molt_mp_pack_kv_bool(&pk, "graceful", graceful);
-    molt_mp_pack_kv_bool(&pk, "retired", p->gen->retired);
-    int rc = p->chan >= 0 ? molt_chan_send(p->chan, MOLT_MSG_STOP, &sb, NULL, 0) : -EPIPE;
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 2);
+    molt_mp_pack_kv_bool(&body.pk, "graceful", graceful);
+    molt_mp_pack_kv_bool(&body.pk, "retired", p->gen->retired);
+    int rc = p->chan >= 0 ? molt_chan_send(p->chan, MOLT_MSG_STOP, &body.sb, NULL, 0) : -EPIPE;
+    molt_body_free(&body);
     if (rc < 0) {
         /* The channel is gone or full: signals say the same thing. */
         molt_warn("worker %u (pid %d): STOP over channel failed (%s); sending %s", p->slot, (int)p->pid,
@@ -305,36 +306,40 @@ unsigned sup_gen_request_reports(sup_gen_t *gen)
 
 unsigned sup_gen_request_health(sup_gen_t *gen, const char *path, uint32_t timeout_ms)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    molt_mp_pack_kv_str(&pk, "path", path);
-    molt_mp_pack_kv_u64(&pk, "timeout_ms", timeout_ms);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 2);
+    molt_mp_pack_kv_str(&body.pk, "path", path);
+    molt_mp_pack_kv_u64(&body.pk, "timeout_ms", timeout_ms);
     unsigned n = 0;
     for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
         sup_proc_t *p = &S.procs[i];
         if (p->state == SUP_W_EMPTY || p->gen != gen || p->chan < 0 || p->pid <= 0)
             continue;
-        if (molt_chan_send(p->chan, MOLT_MSG_HEALTH, &sb, NULL, 0) == 0)
+        if (molt_chan_send(p->chan, MOLT_MSG_HEALTH, &body.sb, NULL, 0) == 0)
             n++;
     }
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_free(&body);
     return n;
 }
 
-void sup_gen_pause(sup_gen_t *gen, bool pause)
+void sup_gen_pause(sup_gen_t *gen, bool pause, bool close)
 {
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 1);
+    molt_mp_pack_kv_bool(&body.pk, "close", close);
+    gen->paused = pause;
     for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
         sup_proc_t *p = &S.procs[i];
         if (p->state == SUP_W_EMPTY || p->gen != gen || p->chan < 0)
             continue;
-        int rc = molt_chan_send(p->chan, pause ? MOLT_MSG_PAUSE : MOLT_MSG_RESUME, NULL, NULL, 0);
+        int rc = molt_chan_send(p->chan, pause ? MOLT_MSG_PAUSE : MOLT_MSG_RESUME, pause ? &body.sb : NULL, NULL, 0);
         if (rc < 0)
             molt_warn("worker %u (pid %d): sending %s failed: %s", p->slot, (int)p->pid,
                       pause ? "PAUSE" : "RESUME", strerror(-rc));
     }
+    molt_body_free(&body);
 }
 
 void sup_gen_stop(sup_gen_t *gen, bool graceful)
@@ -391,19 +396,26 @@ static void proc_on_ready(sup_proc_t *p, const molt_msg_t *msg)
     ev_timer_stop(S.loop, &p->timer_w);
     p->state = SUP_W_READY;
     p->loading[0] = '\0';
+    bool strict = false;
+    const msgpack_object *st = molt_msg_get(msg, "strict");
+    if (st && st->type == MSGPACK_OBJECT_BOOLEAN)
+        strict = st->via.boolean;
+    gen->strict = gen->strict || strict;
     if (!gen->plugins) {
         gen->plugins = json_array();
         const msgpack_object *arr = molt_msg_get(msg, "plugins");
         if (arr && arr->type == MSGPACK_OBJECT_ARRAY) {
             for (uint32_t i = 0; i < arr->via.array.size; i++) {
                 const msgpack_object *o = &arr->via.array.ptr[i];
-                char name[128] = "", plugin[128] = "", version[64] = "", file[1024] = "";
+                char name[128] = "", plugin[128] = "", version[64] = "", file[1024] = "", state[64] = "";
+                molt_mp_get_str(o, "state", state, sizeof(state));
                 molt_mp_get_str(o, "name", name, sizeof(name));
                 molt_mp_get_str(o, "plugin", plugin, sizeof(plugin));
                 molt_mp_get_str(o, "version", version, sizeof(version));
                 molt_mp_get_str(o, "file", file, sizeof(file));
-                json_array_append_new(gen->plugins, json_pack("{s:s,s:s,s:s,s:s}", "name", name, "plugin",
-                                                              plugin, "version", version, "file", file));
+                json_array_append_new(gen->plugins,
+                                      json_pack("{s:s,s:s,s:s,s:s,s:s?}", "name", name, "plugin", plugin, "version",
+                                                version, "file", file, "state", state[0] ? state : NULL));
             }
         }
     }
@@ -490,6 +502,18 @@ static void proc_read_chan(sup_proc_t *p)
             break;
         case MOLT_MSG_SIBLING_ACK:
             sup_sib_on_ack(p, &msg);
+            break;
+        case MOLT_MSG_QUIESCED:
+            sup_handoff_on_quiesced(p);
+            break;
+        case MOLT_MSG_SAVED:
+            sup_handoff_on_saved(p, &msg);
+            break;
+        case MOLT_MSG_RESTORED:
+            sup_handoff_on_restored(p, &msg);
+            break;
+        case MOLT_MSG_DUMPED:
+            sup_dump_on_dumped(p, &msg);
             break;
         case MOLT_MSG_DRAINED:
             molt_info("worker %u (pid %d) drained", p->slot, (int)p->pid);
@@ -578,6 +602,8 @@ void sup_on_child(struct ev_loop *loop, ev_child *w, int revents)
     ev_io_stop(S.loop, &p->chan_w);
     ev_timer_stop(S.loop, &p->timer_w);
     molt_close(&p->chan);
+    sup_handoff_on_death(p); /* may end the reload: after the channel is closed */
+    sup_dump_on_death(p);
 
     bool expected = p->state == SUP_W_DRAINING || gen->state == SUP_GEN_DRAINING || S.state == SUP_STOPPING;
     if (expected) {

@@ -7,10 +7,11 @@
  * the running reload ends, every queued request is covered by one new
  * reload (coalesced), which reads the config as it is then.
  *
- * This first cut verifies a new generation by its workers loading and
- * initialising every plugin (READY) and then serving alone for stable_ms
- * without a death; state handoff and health requests come with the worker
- * side of the reload.
+ * Spawn waits for every new worker's READY (plugins loaded and
+ * initialised, accepting nothing yet); handoff (supervisor/handoff.c)
+ * pauses the old generation, moves the plugins' state and lets the new one
+ * accept; verify runs the health check in every new worker, then watches it
+ * serve alone for stable_ms.
  */
 #include <errno.h>
 #include <signal.h>
@@ -48,6 +49,7 @@ static struct {
     unsigned health_pending;   /* HEALTH checks asked at the start of verify, not yet answered */
     json_t *last;              /* the last outcome */
     bool rollback;             /* the running reload re-activates the previous generation */
+    bool handed_off;           /* the running reload's handoff finished: its figures are told */
     bool rollback_queued;      /* a rollback was asked for while a reload ran */
     char *prev_source;         /* the config text of the generation active before the last commit */
     char *prev_dir;            /* its directory: the plugin copies a rollback loads */
@@ -180,11 +182,20 @@ static sup_rl_event_t reload_spawn(void)
     return RLE_WAIT; /* READY from every worker, or a failure, comes later */
 }
 
-/* The old generation stops accepting; its open connections go on. */
+/* The old generation stops accepting and hands its state over
+ * (supervisor/handoff.c); the outcome comes in sup_reload_on_handoff(). */
 static sup_rl_event_t reload_handoff(void)
 {
-    sup_gen_pause(S.active, true);
-    return SUP_RLE_OK;
+    sup_handoff_start(S.active, R.gen);
+    return RLE_WAIT;
+}
+
+void sup_reload_on_handoff(bool ok, const char *reason)
+{
+    if (R.phase != SUP_RL_HANDOFF)
+        return;
+    R.handed_off = ok;
+    rl_event(ok ? SUP_RLE_OK : SUP_RLE_FAIL, reason);
 }
 
 /* Responses of the new generation so far: all, and 5xx. */
@@ -329,6 +340,8 @@ static void outcome(int result)
         if (S.active)
             json_object_set_new(o, "generation", json_integer((json_int_t)S.active->number));
     }
+    if (R.handed_off && sup_handoff_last())
+        json_object_set(o, "handoff", sup_handoff_last());
     R.counts[result]++;
     json_decref(R.last);
     R.last = o;
@@ -384,12 +397,13 @@ static sup_rl_event_t reload_commit(void)
 static sup_rl_event_t reload_rollback(void)
 {
     ev_timer_stop(S.loop, &R.timer);
+    sup_handoff_cancel();
     sup_gen_t *gen = R.gen;
     R.gen = NULL;
     if (gen)
         sup_gen_stop(gen, true); /* polite if alive; killed at its deadline if not */
-    if (S.active)
-        sup_gen_pause(S.active, false);
+    if (S.active && S.active->paused)
+        sup_gen_pause(S.active, false, false);
     return SUP_RLE_OK;
 }
 
@@ -402,6 +416,7 @@ static void reload_start(void)
     R.queued_any = false;
     R.rollback = R.rollback_queued;
     R.rollback_queued = false;
+    R.handed_off = false;
     R.t0 = R.phase_t0 = molt_now_ms();
     R.reason[0] = '\0';
     R.failed_phase = SUP_RL_IDLE;

@@ -82,20 +82,18 @@ static void send_status(sup_proc_t *to, const char *instance, uint64_t seq, uint
 {
     if (!to)
         return;
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 7);
-    molt_mp_pack_kv_str(&pk, "instance", instance);
-    molt_mp_pack_kv_u64(&pk, "seq", seq);
-    pack_slots(&pk, "targets", targets);
-    pack_slots(&pk, "acked", acked);
-    pack_slots(&pk, "missing", final ? targets & ~acked : 0);
-    molt_mp_pack_kv_bool(&pk, "final", final);
-    molt_mp_pack_kv_str(&pk, "error", error ? error : "");
-    int rc = molt_chan_send(to->chan, MOLT_MSG_SIBLING_STATUS, &sb, NULL, 0);
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 7);
+    molt_mp_pack_kv_str(&body.pk, "instance", instance);
+    molt_mp_pack_kv_u64(&body.pk, "seq", seq);
+    pack_slots(&body.pk, "targets", targets);
+    pack_slots(&body.pk, "acked", acked);
+    pack_slots(&body.pk, "missing", final ? targets & ~acked : 0);
+    molt_mp_pack_kv_bool(&body.pk, "final", final);
+    molt_mp_pack_kv_str(&body.pk, "error", error ? error : "");
+    int rc = molt_chan_send(to->chan, MOLT_MSG_SIBLING_STATUS, &body.sb, NULL, 0);
+    molt_body_free(&body);
     if (rc < 0 && rc != -EPIPE)
         molt_warn("worker %u (pid %d): sending SIBLING_STATUS for message %llu of %s failed: %s", to->slot,
                   (int)to->pid, (unsigned long long)seq, instance, strerror(-rc));
@@ -164,31 +162,29 @@ void sup_sib_on_send(sup_proc_t *p, const molt_msg_t *msg)
     snprintf(e->instance, sizeof(e->instance), "%s", instance);
     e->seq = seq;
 
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    molt_mp_pack_kv_str(&pk, "instance", instance);
-    molt_mp_pack_kv_u64(&pk, "seq", seq);
-    molt_mp_pack_kv_u64(&pk, "from", p->slot);
-    molt_mp_pack_str(&pk, "msg");
-    msgpack_pack_bin(&pk, m->via.bin.size);
-    msgpack_pack_bin_body(&pk, m->via.bin.ptr, m->via.bin.size);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 4);
+    molt_mp_pack_kv_str(&body.pk, "instance", instance);
+    molt_mp_pack_kv_u64(&body.pk, "seq", seq);
+    molt_mp_pack_kv_u64(&body.pk, "from", p->slot);
+    molt_mp_pack_str(&body.pk, "msg");
+    msgpack_pack_bin(&body.pk, m->via.bin.size);
+    msgpack_pack_bin_body(&body.pk, m->via.bin.ptr, m->via.bin.size);
     char failed[512] = "";
     for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
         sup_proc_t *q = &S.procs[i];
         if (q == p || q->gen != p->gen || q->slot == p->slot || q->slot >= 64 || q->pid <= 0 || q->chan < 0 ||
             (q->state != SUP_W_READY && q->state != SUP_W_DRAINING))
             continue;
-        int rc = molt_chan_send(q->chan, MOLT_MSG_SIBLING, &sb, NULL, 0);
+        int rc = molt_chan_send(q->chan, MOLT_MSG_SIBLING, &body.sb, NULL, 0);
         e->targets |= SIB_BIT(q->slot);
         e->target_pid[q->slot] = q->pid;
         if (rc < 0 && !failed[0])
             snprintf(failed, sizeof(failed), "worker %u could not be sent message %llu: %s", q->slot,
                      (unsigned long long)seq, strerror(-rc));
     }
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_free(&body);
     nrouted++;
 
     e->next = sibs;

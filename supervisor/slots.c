@@ -46,19 +46,17 @@ void sup_slot_answer(int chan, const molt_msg_t *req)
     molt_msg_get_u64(req, "level", &level);
     molt_msg_get_str(req, "name", name, sizeof(name));
     int idx = sup_slot_index((int)level, name, err, sizeof(err));
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 1);
     if (idx >= 0)
-        molt_mp_pack_kv_u64(&pk, "index", (uint64_t)idx);
+        molt_mp_pack_kv_u64(&body.pk, "index", (uint64_t)idx);
     else
-        molt_mp_pack_kv_str(&pk, "error", err);
-    int rc = molt_chan_send(chan, MOLT_MSG_SLOT_INDEX, &sb, NULL, 0);
+        molt_mp_pack_kv_str(&body.pk, "error", err);
+    int rc = molt_chan_send(chan, MOLT_MSG_SLOT_INDEX, &body.sb, NULL, 0);
     if (rc < 0)
         molt_warn("answering a slot reservation failed: %s", strerror(-rc));
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_free(&body);
 }
 
 void sup_slots_free(void)

@@ -244,6 +244,8 @@ int sup_run(const char *config_path)
 out:
     sup_sib_free_all();
     sup_reload_free();
+    sup_handoff_free();
+    sup_dump_free();
     sup_slots_free();
     sup_ctl_close();
     sup_listen_close(S.listen_fds, S.nlisten);

@@ -16,6 +16,7 @@
 #include <ev.h>
 #include <jansson.h>
 
+#include "shared/chan.h"
 #include "shared/config.h"
 #include "supervisor/backoff.h"
 
@@ -43,6 +44,10 @@ typedef struct sup_gen {
     json_t *plugins;       /* what the first READY worker reported loading */
     ev_timer kill_w;       /* once told to stop: the deadline after which its workers are killed */
     bool retired;          /* stopped because a reload committed its successor */
+    bool strict;           /* an instance keeps strict state: a handoff snapshots after every
+                            * connection closed (from READY) */
+    bool paused;           /* handed off to a reload's new generation: accepts nothing, and a
+                            * worker respawned meanwhile starts without accepting */
     uint64_t created_ms;   /* wall clock */
     unsigned nprocs;       /* process-table entries still held by this generation */
 } sup_gen_t;
@@ -154,8 +159,33 @@ void sup_reload_on_health(const sup_proc_t *p, int status, const char *error);
 /* A STATS report came from a worker of gen. */
 void sup_reload_on_stats(const sup_gen_t *gen);
 
-/* Tells a generation's workers to stop (true) or resume (false) accepting. */
-void sup_gen_pause(sup_gen_t *gen, bool pause);
+/* Tells a generation's workers to stop (true) or start / resume (false)
+ * accepting; close: also close their connections politely (a handoff). */
+void sup_gen_pause(sup_gen_t *gen, bool pause, bool close);
+
+/* handoff.c: a reload's handoff phase (state streams between generations).
+ * Start pauses old and pairs its workers with gen's; the outcome comes
+ * through sup_reload_on_handoff(). */
+int sup_handoff_start(sup_gen_t *old, sup_gen_t *gen);
+void sup_handoff_on_quiesced(sup_proc_t *p);
+void sup_handoff_on_saved(sup_proc_t *p, const molt_msg_t *msg);
+void sup_handoff_on_restored(sup_proc_t *p, const molt_msg_t *msg);
+/* A worker died (called for every death; the handoff picks its own). */
+void sup_handoff_on_death(sup_proc_t *p);
+void sup_handoff_cancel(void);
+/* Figures of the last handoff that finished (borrowed), or NULL. */
+json_t *sup_handoff_last(void);
+void sup_handoff_free(void);
+/* dump.c: `moltctl state NAME`. done(arg, reply) gets the reply (borrowed),
+ * possibly before sup_dump_request returns. 0, or -1 with why in err. */
+typedef void (*sup_dump_done_fn)(void *arg, json_t *reply);
+int sup_dump_request(const char *name, sup_dump_done_fn done, void *arg, char *err, size_t errlen);
+void sup_dump_on_dumped(sup_proc_t *p, const molt_msg_t *msg);
+void sup_dump_on_death(sup_proc_t *p);
+void sup_dump_forget(void *arg);
+void sup_dump_free(void);
+/* reload_run.c: the handoff's outcome. */
+void sup_reload_on_handoff(bool ok, const char *reason);
 
 /* reload_run.c: running reloads (the state machine is reload.h) */
 typedef void (*sup_reload_done_fn)(void *arg, json_t *outcome);

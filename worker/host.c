@@ -584,15 +584,13 @@ static int h_slot_reserve(molt_instance_t *inst, int level, const char *name)
         molt_warn("plugin %s: molt_slot_reserve needs a level and a name", who);
         return -1;
     }
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    molt_mp_pack_kv_u64(&pk, "level", (uint64_t)level);
-    molt_mp_pack_kv_str(&pk, "name", name);
-    int rc = molt_chan_send(MOLT_WRK_FD_CHANNEL, MOLT_MSG_SLOT_RESERVE, &sb, NULL, 0);
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 2);
+    molt_mp_pack_kv_u64(&body.pk, "level", (uint64_t)level);
+    molt_mp_pack_kv_str(&body.pk, "name", name);
+    int rc = molt_chan_send(MOLT_WRK_FD_CHANNEL, MOLT_MSG_SLOT_RESERVE, &body.sb, NULL, 0);
+    molt_body_free(&body);
     if (rc < 0) {
         molt_warn("plugin %s: asking for slot \"%s\" failed: %s", who, name, strerror(-rc));
         return -1;

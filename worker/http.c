@@ -1612,6 +1612,19 @@ void wrk_http_drain(wrk_http_t *srv, uint32_t idle_grace_ms, void (*done)(void *
     srv_maybe_done(srv);
 }
 
+void wrk_http_undrain(wrk_http_t *srv)
+{
+    if (!srv->draining)
+        return;
+    srv->draining = false;
+    srv->done = NULL;
+    ev_timer_stop(srv->loop, &srv->done_timer);
+    srv_update_listeners(srv);
+    /* Idle connections get their keep-alive timeout back. */
+    for (conn_t *c = srv->conns; c; c = c->next)
+        conn_arm(c);
+}
+
 void wrk_http_close_all(wrk_http_t *srv)
 {
     conn_t *next;

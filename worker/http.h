@@ -94,6 +94,14 @@ void wrk_http_resume(wrk_http_t *srv);
  */
 void wrk_http_drain(wrk_http_t *srv, uint32_t idle_grace_ms, void (*done)(void *arg), void *arg);
 
+/*
+ * Ends a drain that has not finished (a reload that rolled back after its
+ * handoff): done is forgotten, listeners follow pause/resume again and idle
+ * connections get their keep-alive timeout back. A response already sent
+ * with "Connection: close" still closes its connection.
+ */
+void wrk_http_undrain(wrk_http_t *srv);
+
 /* Closes every connection now (suspended transactions are aborted first). */
 void wrk_http_close_all(wrk_http_t *srv);
 

@@ -24,6 +24,7 @@
 #include "shared/exit.h"
 #include "shared/log.h"
 #include "shared/util.h"
+#include "worker/handoff.h"
 #include "worker/health.h"
 #include "worker/host.h"
 #include "worker/http.h"
@@ -54,6 +55,7 @@ typedef struct wrk {
     wrk_http_t *http;
     bool started; /* WORKER_START ran: WORKER_STOP is owed */
     bool paused;  /* handed off to a generation being verified (PAUSE) */
+    bool standby; /* a reload's new worker that has not accepted yet (until RESUME) */
     int exit_code;
     ev_io chan_w;
     ev_io sig_w;
@@ -142,72 +144,74 @@ static void chan_send(molt_msg_type_t type, const msgpack_sbuffer *body)
 
 static void send_fail(const wrk_load_error_t *e)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    molt_mp_pack_kv_str(&pk, "phase", e->phase);
-    molt_mp_pack_kv_str(&pk, "plugin", e->plugin);
-    molt_mp_pack_kv_str(&pk, "file", e->file);
-    molt_mp_pack_kv_str(&pk, "reason", e->reason);
-    chan_send(MOLT_MSG_FAIL, &sb);
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 4);
+    molt_mp_pack_kv_str(&body.pk, "phase", e->phase);
+    molt_mp_pack_kv_str(&body.pk, "plugin", e->plugin);
+    molt_mp_pack_kv_str(&body.pk, "file", e->file);
+    molt_mp_pack_kv_str(&body.pk, "reason", e->reason);
+    chan_send(MOLT_MSG_FAIL, &body.sb);
+    molt_body_free(&body);
 }
 
 static void on_loading(const struct molt_instance *inst, void *arg)
 {
     (void)arg;
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    molt_mp_pack_kv_str(&pk, "plugin", inst->cfg->name);
-    molt_mp_pack_kv_str(&pk, "file", inst->dso->path);
-    chan_send(MOLT_MSG_LOADING, &sb);
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 2);
+    molt_mp_pack_kv_str(&body.pk, "plugin", inst->cfg->name);
+    molt_mp_pack_kv_str(&body.pk, "file", inst->dso->path);
+    chan_send(MOLT_MSG_LOADING, &body.sb);
+    molt_body_free(&body);
 }
 
 static void send_ready(void)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    molt_mp_pack_str(&pk, "plugins");
-    msgpack_pack_array(&pk, W.plugins.ninsts);
+    molt_body_t body;
+    molt_body_init(&body);
+    bool strict = false;
+    msgpack_pack_map(&body.pk, 2);
+    molt_mp_pack_str(&body.pk, "plugins");
+    msgpack_pack_array(&body.pk, W.plugins.ninsts);
     for (size_t i = 0; i < W.plugins.ninsts; i++) {
         const struct molt_instance *inst = &W.plugins.insts[i];
-        msgpack_pack_map(&pk, 4);
-        molt_mp_pack_kv_str(&pk, "name", inst->cfg->name);
-        molt_mp_pack_kv_str(&pk, "plugin", inst->dso->desc.name);
-        molt_mp_pack_kv_str(&pk, "version", inst->dso->desc.version);
-        molt_mp_pack_kv_str(&pk, "file", inst->dso->path);
+        const molt_plugin_t *d = &inst->dso->desc;
+        /* How a reload hands its state over: see worker/handoff.h. */
+        const char *state = !d->state_save                       ? ""
+                            : d->flags & MOLT_PLUGIN_STRICT_STATE ? (d->flags & MOLT_PLUGIN_REPLICATED ? "strict, replicated" : "strict, partitioned")
+                            : d->flags & MOLT_PLUGIN_REPLICATED   ? "snapshot, replicated"
+                                                                  : "snapshot, partitioned";
+        strict = strict || (d->state_save && (d->flags & MOLT_PLUGIN_STRICT_STATE));
+        msgpack_pack_map(&body.pk, 5);
+        molt_mp_pack_kv_str(&body.pk, "name", inst->cfg->name);
+        molt_mp_pack_kv_str(&body.pk, "plugin", d->name);
+        molt_mp_pack_kv_str(&body.pk, "version", d->version);
+        molt_mp_pack_kv_str(&body.pk, "file", inst->dso->path);
+        molt_mp_pack_kv_str(&body.pk, "state", state);
     }
-    chan_send(MOLT_MSG_READY, &sb);
-    msgpack_sbuffer_destroy(&sb);
+    molt_mp_pack_kv_bool(&body.pk, "strict", strict);
+    chan_send(MOLT_MSG_READY, &body.sb);
+    molt_body_free(&body);
 }
 
 static void send_stats(void)
 {
     wrk_http_stats_t st;
     wrk_http_get_stats(W.http, &st);
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    molt_mp_pack_str(&pk, "requests");
-    msgpack_pack_array(&pk, WRK_HTTP_CLASS_COUNT);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 4);
+    molt_mp_pack_str(&body.pk, "requests");
+    msgpack_pack_array(&body.pk, WRK_HTTP_CLASS_COUNT);
     for (int i = 0; i < WRK_HTTP_CLASS_COUNT; i++)
-        msgpack_pack_uint64(&pk, st.requests[i]);
-    molt_mp_pack_kv_u64(&pk, "conns", st.conns);
-    molt_mp_pack_kv_u64(&pk, "accepted", st.accepted);
-    molt_mp_pack_kv_u64(&pk, "rss", molt_self_rss());
-    chan_send(MOLT_MSG_STATS, &sb);
-    msgpack_sbuffer_destroy(&sb);
+        msgpack_pack_uint64(&body.pk, st.requests[i]);
+    molt_mp_pack_kv_u64(&body.pk, "conns", st.conns);
+    molt_mp_pack_kv_u64(&body.pk, "accepted", st.accepted);
+    molt_mp_pack_kv_u64(&body.pk, "rss", molt_self_rss());
+    chan_send(MOLT_MSG_STATS, &body.sb);
+    molt_body_free(&body);
 }
 
 /* ---- stop ------------------------------------------------------------------------------- */
@@ -221,6 +225,7 @@ static void worker_exit(int code)
     /* Connections first: suspended transactions are aborted (txn_abort)
      * while every plugin is still fully there. */
     wrk_health_cancel();
+    wrk_handoff_cancel();
     wrk_http_free(W.http);
     W.http = NULL;
     wrk_sibling_fini(); /* every wait went with its transaction */
@@ -277,15 +282,13 @@ static void stop_fast(int exit_code)
 static void on_health_done(int status, const char *error, void *arg)
 {
     (void)arg;
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    molt_mp_pack_kv_u64(&pk, "status", status > 0 ? (uint64_t)status : 0);
-    molt_mp_pack_kv_str(&pk, "error", error);
-    chan_send(MOLT_MSG_HEALTH_RESULT, &sb);
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 2);
+    molt_mp_pack_kv_u64(&body.pk, "status", status > 0 ? (uint64_t)status : 0);
+    molt_mp_pack_kv_str(&body.pk, "error", error);
+    chan_send(MOLT_MSG_HEALTH_RESULT, &body.sb);
+    molt_body_free(&body);
 }
 
 /* A reload's verify asks: the health request through our own pipeline, then
@@ -317,6 +320,54 @@ static void notify_reload(int phase)
         inst->dso->desc.on_reload(inst, phase);
         wrk_host_current = NULL;
     }
+}
+
+static void on_quiesced(void *arg)
+{
+    (void)arg;
+    molt_info("handoff: no connection left");
+    chan_send(MOLT_MSG_QUIESCED, NULL);
+}
+
+/*
+ * A reload's handoff: stop accepting; with close, also close every
+ * connection politely (the next response says "Connection: close", idle
+ * ones get idle_grace_ms) and say QUIESCED once none is left. The worker
+ * keeps its state and its process: a rollback resumes it.
+ */
+static void handoff_pause(bool close)
+{
+    if (W.state != WRK_SERVING || W.standby)
+        return;
+    if (!W.paused) {
+        W.paused = true;
+        wrk_http_pause(W.http);
+        notify_reload(MOLT_RELOAD_HANDOFF);
+        molt_info("handoff: stopped accepting%s", close ? "; closing connections politely" : "");
+    }
+    if (close)
+        wrk_http_drain(W.http, W.cfg->reload.idle_grace_ms, on_quiesced, NULL);
+}
+
+/* Accept: a new worker's first (its handoff is done), or again after a rollback. */
+static void handoff_resume(void)
+{
+    if (W.state != WRK_SERVING)
+        return;
+    if (W.standby) {
+        W.standby = false;
+        wrk_http_resume(W.http);
+        molt_info("accepting");
+        return;
+    }
+    if (!W.paused)
+        return; /* a reload that failed before its handoff changed nothing here */
+    W.paused = false;
+    wrk_handoff_cancel(); /* streams still being written to the failed generation */
+    wrk_http_undrain(W.http);
+    wrk_http_resume(W.http);
+    notify_reload(MOLT_RELOAD_RESUMED);
+    molt_info("resumed accepting");
 }
 
 static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
@@ -360,21 +411,18 @@ static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
             wrk_sibling_on_status(&msg);
         } else if (msg.type == MOLT_MSG_ACTIVATE) {
             notify_reload(MOLT_RELOAD_ACTIVE);
-        } else if (msg.type == MOLT_MSG_PAUSE || msg.type == MOLT_MSG_RESUME) {
-            /* A reload hands the listeners to a new generation, or gives them
-             * back; connections already open are not affected. */
-            /* Only a handed-off worker resumes: a reload that failed before
-             * its handoff changed nothing here, and says nothing. */
-            bool pause = msg.type == MOLT_MSG_PAUSE;
-            if (W.state == WRK_SERVING && pause != W.paused) {
-                W.paused = pause;
-                if (pause)
-                    wrk_http_pause(W.http);
-                else
-                    wrk_http_resume(W.http);
-                notify_reload(pause ? MOLT_RELOAD_HANDOFF : MOLT_RELOAD_RESUMED);
-                molt_info("%s accepting", msg.type == MOLT_MSG_PAUSE ? "stopped" : "resumed");
-            }
+        } else if (msg.type == MOLT_MSG_PAUSE) {
+            bool close = false;
+            molt_msg_get_bool(&msg, "close", &close);
+            handoff_pause(close);
+        } else if (msg.type == MOLT_MSG_RESUME) {
+            handoff_resume();
+        } else if (msg.type == MOLT_MSG_SAVE) {
+            wrk_handoff_on_save(&msg);
+        } else if (msg.type == MOLT_MSG_RESTORE) {
+            wrk_handoff_on_restore(&msg);
+        } else if (msg.type == MOLT_MSG_DUMP) {
+            wrk_handoff_on_dump(&msg);
         } else {
             molt_warn("unexpected %s message from the supervisor; ignored", molt_msg_type_name(msg.type));
         }
@@ -495,6 +543,12 @@ void wrk_main(const molt_worker_boot_t *boot)
     ev_timer_start(W.loop, &W.stats_w);
 
     wrk_sibling_init(W.loop, W.chan, W.slot, W.cfg->workers);
+    wrk_handoff_init(W.loop, W.chan, &W.plugins, W.slot);
+    if (boot->standby) {
+        /* Accepting waits for RESUME: the old generation stops first. */
+        W.standby = true;
+        wrk_http_pause(W.http);
+    }
     W.state = WRK_SERVING;
     send_ready();
     molt_info("serving (%zu plugin instance%s)", W.plugins.ninsts, W.plugins.ninsts == 1 ? "" : "s");

@@ -249,18 +249,16 @@ int wrk_sibling_send(struct molt_instance *inst, const void *msg, size_t len, ui
         return MOLT_ERROR;
     }
     if (SB.nworkers > 1) {
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 3);
-        molt_mp_pack_kv_str(&pk, "instance", name);
-        molt_mp_pack_kv_u64(&pk, "seq", n);
-        molt_mp_pack_str(&pk, "msg");
-        msgpack_pack_bin(&pk, len);
-        msgpack_pack_bin_body(&pk, msg, len);
-        int rc = molt_chan_send(SB.chan, MOLT_MSG_SIBLING_SEND, &sb, NULL, 0);
-        msgpack_sbuffer_destroy(&sb);
+        molt_body_t body;
+        molt_body_init(&body);
+        msgpack_pack_map(&body.pk, 3);
+        molt_mp_pack_kv_str(&body.pk, "instance", name);
+        molt_mp_pack_kv_u64(&body.pk, "seq", n);
+        molt_mp_pack_str(&body.pk, "msg");
+        msgpack_pack_bin(&body.pk, len);
+        msgpack_pack_bin_body(&body.pk, msg, len);
+        int rc = molt_chan_send(SB.chan, MOLT_MSG_SIBLING_SEND, &body.sb, NULL, 0);
+        molt_body_free(&body);
         if (rc < 0) {
             molt_warn("plugin %s: sibling_send: the supervisor cannot take message %llu: %s", name,
                       (unsigned long long)n, strerror(-rc));
@@ -323,18 +321,16 @@ int wrk_sibling_wait(struct molt_instance *inst, struct molt_txn *txn, uint64_t 
 
 static void send_ack(const char *instance, uint64_t seq, uint64_t origin, bool ok, const char *error)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5);
-    molt_mp_pack_kv_str(&pk, "instance", instance);
-    molt_mp_pack_kv_u64(&pk, "seq", seq);
-    molt_mp_pack_kv_u64(&pk, "origin", origin);
-    molt_mp_pack_kv_bool(&pk, "ok", ok);
-    molt_mp_pack_kv_str(&pk, "error", error);
-    int rc = molt_chan_send(SB.chan, MOLT_MSG_SIBLING_ACK, &sb, NULL, 0);
-    msgpack_sbuffer_destroy(&sb);
+    molt_body_t body;
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 5);
+    molt_mp_pack_kv_str(&body.pk, "instance", instance);
+    molt_mp_pack_kv_u64(&body.pk, "seq", seq);
+    molt_mp_pack_kv_u64(&body.pk, "origin", origin);
+    molt_mp_pack_kv_bool(&body.pk, "ok", ok);
+    molt_mp_pack_kv_str(&body.pk, "error", error);
+    int rc = molt_chan_send(SB.chan, MOLT_MSG_SIBLING_ACK, &body.sb, NULL, 0);
+    molt_body_free(&body);
     if (rc < 0 && rc != -EPIPE)
         molt_warn("sending SIBLING_ACK for message %llu of worker %llu failed: %s", (unsigned long long)seq,
                   (unsigned long long)origin, strerror(-rc));

@@ -572,25 +572,33 @@ char *h_log_line(const h_molt_t *h, const char *const *needles)
     return found;
 }
 
-json_t *h_ctl(h_molt_t *h, const char *request)
+int h_ctl_open(h_molt_t *h, const char *request)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(h->sock_path) >= sizeof(sa.sun_path))
-        return NULL;
+        return -1;
     memcpy(sa.sun_path, h->sock_path, strlen(h->sock_path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return NULL;
+        return -1;
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "%s\n", request);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || n <= 0 || (size_t)n >= sizeof(line) ||
+        send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+json_t *h_ctl_reply(int fd, int timeout_ms)
+{
     json_t *reply = NULL;
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        goto out;
-    char line[1024];
-    int n = snprintf(line, sizeof(line), "%s\n", request);
-    if (n <= 0 || (size_t)n >= sizeof(line) || send(fd, line, (size_t)n, MSG_NOSIGNAL) != n)
-        goto out;
-    long long deadline = h_now_ms() + 5000;
+    if (fd < 0)
+        return NULL;
+    long long deadline = h_now_ms() + timeout_ms;
     for (;;) {
         if (buf && memchr(buf, '\n', len))
             break;
@@ -619,6 +627,11 @@ out:
     free(buf);
     close(fd);
     return reply;
+}
+
+json_t *h_ctl(h_molt_t *h, const char *request)
+{
+    return h_ctl_reply(h_ctl_open(h, request), 5000);
 }
 
 json_t *h_status(h_molt_t *h)

@@ -127,6 +127,11 @@ char *h_log_line(const h_molt_t *h, const char *const *needles);
 /* One control request (a JSON line without the newline); the reply, or NULL
  * if moltd cannot be reached or answers garbage. */
 json_t *h_ctl(h_molt_t *h, const char *request);
+/* The same in two steps, for a request whose reply comes later (a reload):
+ * connect and send (the fd, or -1); then read the reply line within
+ * timeout_ms (NULL if none) and close the fd. */
+int h_ctl_open(h_molt_t *h, const char *request);
+json_t *h_ctl_reply(int fd, int timeout_ms);
 /* h_ctl(status); records worker pids. */
 json_t *h_status(h_molt_t *h);
 /* Worker entries of a status reply, by slot, of the active generation: pids

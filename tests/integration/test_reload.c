@@ -199,34 +199,6 @@ START_TEST(test_sighup)
 }
 END_TEST
 
-static int ctl_open_send(const char *path, const char *line)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    H_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect(%s): %s", path,
-            strerror(errno));
-    H_CHECK(write(fd, line, strlen(line)) == (ssize_t)strlen(line), "write to the control socket");
-    return fd;
-}
-
-static json_t *ctl_read_reply(int fd)
-{
-    char buf[8192];
-    size_t len = 0;
-    while (len < sizeof(buf) - 1) {
-        ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (memchr(buf, '\n', len))
-            break;
-    }
-    buf[len] = '\0';
-    close(fd);
-    return json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
-}
-
 /*
  * One reload at a time: three callers at once. The first starts a reload; the
  * two that arrive during it are covered by one more reload, and each caller
@@ -238,13 +210,13 @@ START_TEST(test_coalesced)
     h_cfg_set(h, "reload.health.stable_ms", json_integer(400));
     h_start_ready(h);
     int fds[3];
-    fds[0] = ctl_open_send(h->sock_path, "{\"cmd\":\"reload\"}\n");
+    fds[0] = h_ctl_open(h, "{\"cmd\":\"reload\"}");
     h_sleep_ms(100); /* the first one is running */
-    fds[1] = ctl_open_send(h->sock_path, "{\"cmd\":\"reload\"}\n");
-    fds[2] = ctl_open_send(h->sock_path, "{\"cmd\":\"reload\"}\n");
+    fds[1] = h_ctl_open(h, "{\"cmd\":\"reload\"}");
+    fds[2] = h_ctl_open(h, "{\"cmd\":\"reload\"}");
     long long gens[3];
     for (int i = 0; i < 3; i++) {
-        json_t *o = ctl_read_reply(fds[i]);
+        json_t *o = h_ctl_reply(fds[i], 30000);
         H_CHECK(o && json_is_true(json_object_get(o, "ok")), "reload reply %d is not ok", i);
         gens[i] = json_integer_value(json_object_get(o, "generation"));
         json_decref(o);

@@ -1,0 +1,521 @@
+/*
+ * A reload's handoff phase, supervisor side (SPEC §6): the old generation
+ * stops accepting and closes its connections politely; each of its workers
+ * writes its plugins' state into socketpairs that the supervisor creates
+ * and hands out, and each new worker reads and restores what it is given
+ * (worker/handoff.c). Once every new worker has restored, the new
+ * generation starts accepting (RESUME) and the reload goes on to verify.
+ *
+ *   not strict:  PAUSE{close} to the old workers, SAVE at once
+ *   strict:      PAUSE{close}, then SAVE only once every old worker said
+ *                QUIESCED (no connection left anywhere in the old
+ *                generation, so no acknowledged write can follow a snapshot:
+ *                a replicated write waits on its connection until every
+ *                sibling applied it)
+ *
+ * Which old worker's state each new worker gets, with N_old and N_new
+ * workers: new i gets a "partitioned" stream from every old j with
+ * j mod N_new = i, and a "replicated" stream from old i mod N_old (one
+ * stream when both are the same worker). The old worker's plugins decide
+ * which of their instances go in which.
+ *
+ * The supervisor never reads a stream: it only pairs sockets, counts
+ * SAVED / RESTORED answers and watches the clock and the deaths.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "shared/chan.h"
+#include "shared/log.h"
+#include "shared/util.h"
+#include "supervisor/sup.h"
+
+/* The supervisor's own bound is the workers' handoff_timeout_ms plus this. */
+#define HO_MARGIN_MS 1000
+/* When every new worker answered and one failed, how long the old workers'
+ * SAVED still have to say whether a plugin's save caused it. */
+#define HO_CAUSE_WAIT_MS 250
+/* Socket buffers asked for each stream (the kernel caps them at wmem_max / rmem_max). */
+#define HO_SOCKBUF (4 * 1024 * 1024)
+
+typedef struct ho_old {
+    sup_proc_t *p; /* NULL: not taking part (not running when the handoff began, or died) */
+    pid_t pid;
+    bool quiesced;
+    unsigned saves;       /* SAVE messages sent, SAVED not yet received */
+    uint64_t bytes, ms;
+    unsigned instances;
+} ho_old_t;
+
+typedef struct ho_new {
+    sup_proc_t *p;
+    pid_t pid;
+    bool restoring;       /* RESTORE sent, RESTORED not yet received */
+    unsigned streams;
+    uint64_t bytes, ms;
+    unsigned instances;
+} ho_new_t;
+
+static struct {
+    bool running;
+    bool saving;           /* SAVE messages are out */
+    sup_gen_t *old, *gen;
+    bool strict, fresh;
+    uint64_t t0;           /* monotonic ms: the old generation was paused */
+    ho_old_t old_w[MOLT_CONFIG_MAX_WORKERS];
+    ho_new_t new_w[MOLT_CONFIG_MAX_WORKERS];
+    ev_timer timer;
+    ev_timer cause_w;       /* HO_CAUSE_WAIT_MS */
+    char save_err[1024];    /* the first SAVED error that a plugin caused (its save failed) */
+    char io_err[1024];      /* the first SAVED error of a stream (the reader went away) */
+    char restore_err[1024]; /* the first RESTORED error */
+    json_t *last;           /* figures of the last handoff that finished */
+} HO;
+
+static bool proc_live(const sup_proc_t *p, const sup_gen_t *gen)
+{
+    return p->state == SUP_W_READY && p->gen == gen && p->pid > 0 && p->chan >= 0;
+}
+
+static void ho_fail(const char *reason)
+{
+    ev_timer_stop(S.loop, &HO.timer);
+    ev_timer_stop(S.loop, &HO.cause_w);
+    HO.running = false;
+    sup_reload_on_handoff(false, reason);
+}
+
+/* Figures of a finished handoff, for the reload's outcome and status. */
+static json_t *ho_figures(void)
+{
+    json_t *news = json_array(), *olds = json_array();
+    uint64_t bytes = 0;
+    for (unsigned i = 0; i < HO.gen->nworkers; i++) {
+        const ho_new_t *n = &HO.new_w[i];
+        if (!n->p)
+            continue;
+        bytes += n->bytes;
+        json_array_append_new(news, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "slot", (json_int_t)i, "pid",
+                                              (json_int_t)n->pid, "streams", (json_int_t)n->streams, "bytes",
+                                              (json_int_t)n->bytes, "instances", (json_int_t)n->instances, "ms",
+                                              (json_int_t)n->ms));
+    }
+    for (unsigned j = 0; j < HO.old->nworkers; j++) {
+        const ho_old_t *o = &HO.old_w[j];
+        if (!o->pid)
+            continue;
+        json_array_append_new(olds, json_pack("{s:I,s:I,s:I,s:I,s:I}", "slot", (json_int_t)j, "pid",
+                                              (json_int_t)o->pid, "bytes", (json_int_t)o->bytes, "instances",
+                                              (json_int_t)o->instances, "ms", (json_int_t)o->ms));
+    }
+    return json_pack("{s:s,s:I,s:I,s:o,s:o}", "mode", HO.strict ? "strict" : "snapshot", "bytes", (json_int_t)bytes,
+                     "accept_pause_ms", (json_int_t)(molt_now_ms() - HO.t0), "new_workers", news, "old_workers",
+                     olds);
+}
+
+static void ho_decide(void);
+
+static void on_cause_wait(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    ho_decide();
+}
+
+/*
+ * Called at each answer. Once every new worker answered, every stream was
+ * read to its end or given up: decide as soon as every old worker said
+ * SAVED too (which usually follows within microseconds), or after
+ * HO_CAUSE_WAIT_MS at most (an old worker still stuck in a plugin's save).
+ */
+static void ho_check_done(void)
+{
+    if (!HO.running || !HO.saving)
+        return;
+    for (unsigned i = 0; i < HO.gen->nworkers; i++)
+        if (HO.new_w[i].restoring)
+            return;
+    for (unsigned j = 0; j < HO.old->nworkers; j++) {
+        if (HO.old_w[j].p && HO.old_w[j].saves) {
+            if (!ev_is_active(&HO.cause_w)) {
+                ev_timer_init(&HO.cause_w, on_cause_wait, HO_CAUSE_WAIT_MS / 1000.0, 0.);
+                ev_timer_start(S.loop, &HO.cause_w);
+            }
+            return;
+        }
+    }
+    ho_decide();
+}
+
+/* Fail with the most telling reason, or let the new generation accept. */
+static void ho_decide(void)
+{
+    ev_timer_stop(S.loop, &HO.cause_w);
+    /* A plugin's failed save explains a restore error (the reader saw its
+     * stream end early), and a restore error explains a write error (the
+     * reader stopped reading). With on_restore_error "fresh" the new workers
+     * already went on without what failed. */
+    const char *reason = HO.save_err[0] && !HO.fresh ? HO.save_err
+                         : HO.restore_err[0]         ? HO.restore_err
+                         : HO.io_err[0] && !HO.fresh ? HO.io_err
+                                                     : NULL;
+    if (reason) {
+        char copy[1100];
+        snprintf(copy, sizeof(copy), "%s", reason);
+        ho_fail(copy);
+        return;
+    }
+    if (HO.save_err[0] || HO.io_err[0])
+        molt_warn("handoff: %s; on_restore_error is \"fresh\": going on", HO.save_err[0] ? HO.save_err : HO.io_err);
+    ev_timer_stop(S.loop, &HO.timer);
+    HO.running = false;
+    json_decref(HO.last);
+    HO.last = ho_figures();
+    /* The old generation accepts nothing since PAUSE, and every new worker
+     * restored from a stream that an old worker wrote after it paused: the
+     * new generation takes over with no moment where both accept. */
+    sup_gen_pause(HO.gen, false, false);
+    molt_info("handoff: done in %llu ms (%llu bytes of state); the new generation accepts",
+              (unsigned long long)(molt_now_ms() - HO.t0),
+              (unsigned long long)json_integer_value(json_object_get(HO.last, "bytes")));
+    sup_reload_on_handoff(true, NULL);
+}
+
+static int stream_pair(int sv[2])
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    int sz = HO_SOCKBUF;
+    /* Best effort: bigger buffers mean fewer wake-ups for a large state. */
+    (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    (void)setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    return 0;
+}
+
+typedef struct ho_link {
+    unsigned from, to;
+    bool part, repl;
+    int wfd, rfd;
+} ho_link_t;
+
+/* Sends one SAVE to old worker j with links[0..n) (n <= MOLT_CHAN_MAX_FDS). */
+static int send_save(unsigned j, const ho_link_t *const *links, size_t n)
+{
+    molt_body_t body;
+    int fds[MOLT_CHAN_MAX_FDS];
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 3);
+    molt_mp_pack_kv_str(&body.pk, "from_gen", HO.old->id);
+    molt_mp_pack_kv_str(&body.pk, "to_gen", HO.gen->id);
+    molt_mp_pack_str(&body.pk, "streams");
+    msgpack_pack_array(&body.pk, n);
+    for (size_t k = 0; k < n; k++) {
+        msgpack_pack_map(&body.pk, 3);
+        molt_mp_pack_kv_u64(&body.pk, "to_slot", links[k]->to);
+        molt_mp_pack_kv_bool(&body.pk, "partitioned", links[k]->part);
+        molt_mp_pack_kv_bool(&body.pk, "replicated", links[k]->repl);
+        fds[k] = links[k]->wfd;
+    }
+    int rc = molt_chan_send(HO.old_w[j].p->chan, MOLT_MSG_SAVE, &body.sb, fds, n);
+    molt_body_free(&body);
+    if (rc == 0)
+        HO.old_w[j].saves++;
+    return rc;
+}
+
+static int send_restore(unsigned i, const ho_link_t *const *links, size_t n)
+{
+    const molt_reload_cfg_t *rc_cfg = &HO.gen->cfg->reload;
+    molt_body_t body;
+    int fds[MOLT_CHAN_MAX_FDS];
+    molt_body_init(&body);
+    msgpack_pack_map(&body.pk, 3);
+    molt_mp_pack_kv_u64(&body.pk, "timeout_ms", rc_cfg->handoff_timeout_ms);
+    molt_mp_pack_kv_bool(&body.pk, "fresh", HO.fresh);
+    molt_mp_pack_str(&body.pk, "streams");
+    msgpack_pack_array(&body.pk, n);
+    for (size_t k = 0; k < n; k++) {
+        msgpack_pack_map(&body.pk, 1);
+        molt_mp_pack_kv_u64(&body.pk, "from_slot", links[k]->from);
+        fds[k] = links[k]->rfd;
+    }
+    int rc = molt_chan_send(HO.new_w[i].p->chan, MOLT_MSG_RESTORE, &body.sb, fds, n);
+    molt_body_free(&body);
+    if (rc == 0) {
+        HO.new_w[i].restoring = true;
+        HO.new_w[i].streams = (unsigned)n;
+    }
+    return rc;
+}
+
+/* Pairs old and new workers, creates a socketpair per pair and sends SAVE
+ * and RESTORE. On failure the reload fails; descriptors are closed here
+ * either way (the workers hold their own copies once sent). */
+static void ho_send_saves(void)
+{
+    unsigned nold = HO.old->nworkers, nnew = HO.gen->nworkers;
+    ho_link_t *links = calloc((size_t)nold * nnew, sizeof(*links));
+    const ho_link_t **sel = calloc((size_t)(nold > nnew ? nold : nnew), sizeof(*sel));
+    size_t nlinks = 0;
+    char reason[256] = "";
+    HO.saving = true;
+    if (!links || !sel) {
+        snprintf(reason, sizeof(reason), "out of memory pairing the workers");
+        goto out;
+    }
+    for (unsigned i = 0; i < nnew; i++) {
+        for (unsigned j = 0; j < nold; j++) {
+            bool part = j % nnew == i, repl = i % nold == j;
+            if (!part && !repl)
+                continue;
+            if (!HO.old_w[j].p) {
+                molt_warn("handoff: worker %u of the old generation is not running: new worker %u gets "
+                          "nothing from it",
+                          j, i);
+                continue;
+            }
+            ho_link_t *l = &links[nlinks];
+            *l = (ho_link_t){.from = j, .to = i, .part = part, .repl = repl, .wfd = -1, .rfd = -1};
+            int sv[2];
+            int rc = stream_pair(sv);
+            if (rc < 0) {
+                snprintf(reason, sizeof(reason), "socketpair() for the state of worker %u failed: %s", j,
+                         strerror(-rc));
+                goto out;
+            }
+            l->wfd = sv[0];
+            l->rfd = sv[1];
+            nlinks++;
+        }
+    }
+    for (unsigned i = 0; i < nnew; i++) {
+        size_t n = 0;
+        for (size_t k = 0; k < nlinks; k++)
+            if (links[k].to == i)
+                sel[n++] = &links[k];
+        if (n > MOLT_CHAN_MAX_FDS) {
+            snprintf(reason, sizeof(reason),
+                     "new worker %u would restore %zu old workers' state; at most %d in one reload (change the "
+                     "worker count in smaller steps)",
+                     i, n, MOLT_CHAN_MAX_FDS);
+            goto out;
+        }
+    }
+    for (unsigned j = 0; j < nold; j++) {
+        size_t n = 0;
+        for (size_t k = 0; k < nlinks; k++) {
+            if (links[k].from != j)
+                continue;
+            sel[n++] = &links[k];
+            if (n == MOLT_CHAN_MAX_FDS) {
+                if (send_save(j, sel, n) < 0)
+                    goto send_failed;
+                n = 0;
+            }
+        }
+        if (n && send_save(j, sel, n) < 0)
+            goto send_failed;
+    }
+    for (unsigned i = 0; i < nnew; i++) {
+        size_t n = 0;
+        for (size_t k = 0; k < nlinks; k++)
+            if (links[k].to == i)
+                sel[n++] = &links[k];
+        if (n && send_restore(i, sel, n) < 0) {
+            snprintf(reason, sizeof(reason), "sending RESTORE to new worker %u failed", i);
+            goto out;
+        }
+    }
+    goto out;
+send_failed:
+    snprintf(reason, sizeof(reason), "sending SAVE to a worker of the old generation failed");
+out:
+    for (size_t k = 0; k < nlinks; k++) {
+        molt_close(&links[k].wfd);
+        molt_close(&links[k].rfd);
+    }
+    free(links);
+    free(sel);
+    if (reason[0])
+        ho_fail(reason);
+    else
+        ho_check_done(); /* nothing to wait for when no worker had a partner */
+}
+
+static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    char who[512] = "";
+    size_t len = 0;
+    for (unsigned j = 0; j < HO.old->nworkers && len < sizeof(who) - 64; j++) {
+        const ho_old_t *o = &HO.old_w[j];
+        if (o->p && !HO.saving && !o->quiesced)
+            len += (size_t)snprintf(who + len, sizeof(who) - len, "%sold worker %u to close its connections",
+                                    len ? ", " : "", j);
+        else if (o->p && o->saves)
+            len += (size_t)snprintf(who + len, sizeof(who) - len, "%sold worker %u to save", len ? ", " : "", j);
+    }
+    for (unsigned i = 0; i < HO.gen->nworkers && len < sizeof(who) - 64; i++)
+        if (HO.new_w[i].restoring)
+            len += (size_t)snprintf(who + len, sizeof(who) - len, "%snew worker %u to restore", len ? ", " : "", i);
+    char reason[700];
+    snprintf(reason, sizeof(reason), "did not finish within handoff_timeout_ms (%u ms); still waiting for %s",
+             HO.gen->cfg->reload.handoff_timeout_ms, who[0] ? who : "nothing");
+    ho_fail(reason);
+}
+
+int sup_handoff_start(sup_gen_t *old, sup_gen_t *gen)
+{
+    memset(HO.old_w, 0, sizeof(HO.old_w));
+    memset(HO.new_w, 0, sizeof(HO.new_w));
+    HO.old = old;
+    HO.gen = gen;
+    HO.strict = old->strict;
+    HO.fresh = gen->cfg->reload.on_restore_error == MOLT_RESTORE_FRESH;
+    HO.save_err[0] = HO.restore_err[0] = HO.io_err[0] = '\0';
+    HO.saving = false;
+    HO.running = true;
+    HO.t0 = molt_now_ms();
+    for (size_t k = 0; k < SUP_MAX_PROCS; k++) {
+        sup_proc_t *p = &S.procs[k];
+        if (proc_live(p, old) && p->slot < old->nworkers)
+            HO.old_w[p->slot] = (ho_old_t){.p = p, .pid = p->pid};
+        else if (proc_live(p, gen) && p->slot < gen->nworkers)
+            HO.new_w[p->slot] = (ho_new_t){.p = p, .pid = p->pid};
+    }
+    /* Every worker of the old generation stops accepting and closes its
+     * connections politely; it keeps its state and its process. */
+    sup_gen_pause(old, true, true);
+    uint32_t ms = gen->cfg->reload.handoff_timeout_ms + HO_MARGIN_MS;
+    ev_timer_init(&HO.timer, on_timeout, ms / 1000.0, 0.);
+    ev_timer_start(S.loop, &HO.timer);
+    molt_info("handoff: %s mode, %u old worker%s to %u new", HO.strict ? "strict" : "snapshot", old->nworkers,
+              old->nworkers == 1 ? "" : "s", gen->nworkers);
+    if (!HO.strict) {
+        ho_send_saves();
+        return 0;
+    }
+    bool any = false;
+    for (unsigned j = 0; j < old->nworkers; j++)
+        any = any || HO.old_w[j].p;
+    if (!any)
+        ho_send_saves(); /* nobody to wait for */
+    return 0;
+}
+
+void sup_handoff_on_quiesced(sup_proc_t *p)
+{
+    if (!HO.running || HO.saving || p->gen != HO.old || p->slot >= HO.old->nworkers || HO.old_w[p->slot].p != p)
+        return;
+    HO.old_w[p->slot].quiesced = true;
+    for (unsigned j = 0; j < HO.old->nworkers; j++)
+        if (HO.old_w[j].p && !HO.old_w[j].quiesced)
+            return;
+    molt_info("handoff: the old generation has no connection left (%llu ms); saving",
+              (unsigned long long)(molt_now_ms() - HO.t0));
+    ho_send_saves();
+}
+
+/* What SAVED and RESTORED say. */
+typedef struct ho_answer {
+    uint64_t bytes, ms, instances;
+    char err[768];
+    bool plugin_error;
+} ho_answer_t;
+
+static void ho_answer_read(const molt_msg_t *msg, ho_answer_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    molt_msg_get_u64(msg, "bytes", &a->bytes);
+    molt_msg_get_u64(msg, "ms", &a->ms);
+    molt_msg_get_u64(msg, "instances", &a->instances);
+    molt_msg_get_str(msg, "error", a->err, sizeof(a->err));
+    molt_msg_get_bool(msg, "plugin_error", &a->plugin_error);
+}
+
+void sup_handoff_on_saved(sup_proc_t *p, const molt_msg_t *msg)
+{
+    if (!HO.running || p->gen != HO.old || p->slot >= HO.old->nworkers)
+        return;
+    ho_old_t *o = &HO.old_w[p->slot];
+    if (o->p != p || !o->saves)
+        return;
+    ho_answer_t a;
+    ho_answer_read(msg, &a);
+    o->saves--;
+    o->bytes += a.bytes;
+    o->ms = a.ms > o->ms ? a.ms : o->ms;
+    o->instances = (unsigned)a.instances;
+    char *dst = a.plugin_error ? HO.save_err : HO.io_err;
+    if (a.err[0] && !dst[0])
+        snprintf(dst, sizeof(HO.save_err), "old worker %u: %s", p->slot, a.err);
+    ho_check_done();
+}
+
+void sup_handoff_on_restored(sup_proc_t *p, const molt_msg_t *msg)
+{
+    if (!HO.running || p->gen != HO.gen || p->slot >= HO.gen->nworkers)
+        return;
+    ho_new_t *n = &HO.new_w[p->slot];
+    if (n->p != p || !n->restoring)
+        return;
+    ho_answer_t a;
+    ho_answer_read(msg, &a);
+    n->restoring = false;
+    n->bytes = a.bytes;
+    n->ms = a.ms;
+    n->instances = (unsigned)a.instances;
+    if (a.err[0] && !HO.restore_err[0])
+        snprintf(HO.restore_err, sizeof(HO.restore_err), "new worker %u: %s", p->slot, a.err);
+    ho_check_done();
+}
+
+void sup_handoff_on_death(sup_proc_t *p)
+{
+    if (!HO.running || p->gen != HO.old || p->slot >= HO.old->nworkers || HO.old_w[p->slot].p != p)
+        return;
+    ho_old_t *o = &HO.old_w[p->slot];
+    char reason[256];
+    snprintf(reason, sizeof(reason), "worker %u (pid %d) of the old generation %s during the handoff", p->slot,
+             (int)p->pid, p->last_exit);
+    o->p = NULL;
+    o->saves = 0;
+    if (!HO.fresh) {
+        ho_fail(reason);
+        return;
+    }
+    /* "fresh": its successors read a stream that ends early and go on without it. */
+    molt_warn("handoff: %s; on_restore_error is \"fresh\": going on without its state", reason);
+    if (!HO.saving) {
+        bool all = true;
+        for (unsigned j = 0; j < HO.old->nworkers; j++)
+            all = all && (!HO.old_w[j].p || HO.old_w[j].quiesced);
+        if (all) {
+            ho_send_saves();
+            return;
+        }
+    }
+    ho_check_done();
+}
+
+void sup_handoff_cancel(void)
+{
+    ev_timer_stop(S.loop, &HO.timer);
+    ev_timer_stop(S.loop, &HO.cause_w);
+    HO.running = false;
+}
+
+json_t *sup_handoff_last(void)
+{
+    return HO.last;
+}
+
+void sup_handoff_free(void)
+{
+    sup_handoff_cancel();
+    json_decref(HO.last);
+    HO.last = NULL;
+}
