@@ -195,36 +195,12 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* UTF-8 as JSON needs it (keys are shown in JSON): jansson is the judge. */
 static bool utf8_valid(const unsigned char *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        uint32_t c = s[i], min;
-        size_t len;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if ((c & 0xe0) == 0xc0)
-            len = 2, min = 0x80, c &= 0x1f;
-        else if ((c & 0xf0) == 0xe0)
-            len = 3, min = 0x800, c &= 0x0f;
-        else if ((c & 0xf8) == 0xf0)
-            len = 4, min = 0x10000, c &= 0x07;
-        else
-            return false;
-        if (n - i < len)
-            return false;
-        for (size_t j = 1; j < len; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return false;
-            c = (c << 6) | (s[i + j] & 0x3fu);
-        }
-        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-            return false;
-        i += len;
-    }
-    return true;
+    json_t *j = json_stringn((const char *)s, n);
+    json_decref(j);
+    return j != NULL;
 }
 
 /* Why `key` cannot be a key, or NULL. */
