@@ -176,6 +176,31 @@ START_TEST(test_handoff_failure)
 }
 END_TEST
 
+/* An instance the new generation no longer has: its state is dropped with a
+ * log line naming it, and the reload commits. */
+START_TEST(test_removed_instance_dropped)
+{
+    h_molt_t *h = new_state(1, "tp_state.so", json_pack("{s:s}", "value", "gone-with-it"));
+    h_start_ready(h);
+    json_t *plugins = json_object_get(h->cfg, "plugins"), *routes = json_object_get(h->cfg, "routes");
+    for (size_t i = json_array_size(plugins); i-- > 0;)
+        if (strcmp(json_string_value(json_object_get(json_array_get(plugins, i), "name")), "st") == 0)
+            json_array_remove(plugins, i);
+    for (size_t i = json_array_size(routes); i-- > 0;)
+        if (strcmp(json_string_value(json_object_get(json_array_get(routes, i), "plugin")), "st") == 0)
+            json_array_remove(routes, i);
+    h_write_config(h);
+    json_t *o = reload_json(h);
+    expect_committed(o);
+    json_decref(o);
+    const char *const needle[] = {"the state of instance st (plugin tp_state", "is dropped",
+                                  "this generation has no instance of that name", NULL};
+    char *line = h_log_line(h, needle);
+    H_CHECK(line != NULL, "no log line says that st's state was dropped");
+    free(line);
+}
+END_TEST
+
 /* on_restore_error "fresh": a failed restore starts the instance fresh and the reload commits. */
 START_TEST(test_restore_error_fresh)
 {
@@ -502,6 +527,7 @@ int main(void)
     tcase_add_test(tc, test_state_survives);
     tcase_add_loop_test(tc, test_handoff_failure, 0, (int)(sizeof(failures) / sizeof(failures[0])));
     tcase_add_test(tc, test_restore_error_fresh);
+    tcase_add_test(tc, test_removed_instance_dropped);
     tcase_add_test(tc, test_old_killed_during_handoff);
     tcase_add_test(tc, test_worker_count_change);
     tcase_add_test(tc, test_state_command);
