@@ -201,15 +201,17 @@ typedef struct ho_link {
     int wfd, rfd;
 } ho_link_t;
 
-/* Sends one SAVE to old worker j with links[0..n) (n <= MOLT_CHAN_MAX_FDS). */
-static int send_save(unsigned j, const ho_link_t *const *links, size_t n)
+/* Sends SAVE to `to` (an old worker, or a catch-up's sibling) with links[0..n) (n <= MOLT_CHAN_MAX_FDS). */
+static int send_save(const sup_proc_t *to, const sup_gen_t *from_gen, const sup_gen_t *to_gen, bool catchup,
+                     const ho_link_t *const *links, size_t n)
 {
     molt_body_t body;
     int fds[MOLT_CHAN_MAX_FDS];
     molt_body_init(&body);
-    msgpack_pack_map(&body.pk, 3);
-    molt_mp_pack_kv_str(&body.pk, "from_gen", HO.old->id);
-    molt_mp_pack_kv_str(&body.pk, "to_gen", HO.gen->id);
+    msgpack_pack_map(&body.pk, 4);
+    molt_mp_pack_kv_str(&body.pk, "from_gen", from_gen->id);
+    molt_mp_pack_kv_str(&body.pk, "to_gen", to_gen->id);
+    molt_mp_pack_kv_bool(&body.pk, "catchup", catchup);
     molt_mp_pack_str(&body.pk, "streams");
     msgpack_pack_array(&body.pk, n);
     for (size_t k = 0; k < n; k++) {
@@ -219,22 +221,20 @@ static int send_save(unsigned j, const ho_link_t *const *links, size_t n)
         molt_mp_pack_kv_bool(&body.pk, "replicated", links[k]->repl);
         fds[k] = links[k]->wfd;
     }
-    int rc = molt_chan_send(HO.old_w[j].p->chan, MOLT_MSG_SAVE, &body.sb, fds, n);
+    int rc = molt_chan_send(to->chan, MOLT_MSG_SAVE, &body.sb, fds, n);
     molt_body_free(&body);
-    if (rc == 0)
-        HO.old_w[j].saves++;
     return rc;
 }
 
-static int send_restore(unsigned i, const ho_link_t *const *links, size_t n)
+/* Sends RESTORE to `to` (a new worker, or a respawned one catching up) with links[0..n). */
+static int send_restore(const sup_proc_t *to, bool fresh, const ho_link_t *const *links, size_t n)
 {
-    const molt_reload_cfg_t *rc_cfg = &HO.gen->cfg->reload;
     molt_body_t body;
     int fds[MOLT_CHAN_MAX_FDS];
     molt_body_init(&body);
     msgpack_pack_map(&body.pk, 3);
-    molt_mp_pack_kv_u64(&body.pk, "timeout_ms", rc_cfg->handoff_timeout_ms);
-    molt_mp_pack_kv_bool(&body.pk, "fresh", HO.fresh);
+    molt_mp_pack_kv_u64(&body.pk, "timeout_ms", to->gen->cfg->reload.handoff_timeout_ms);
+    molt_mp_pack_kv_bool(&body.pk, "fresh", fresh);
     molt_mp_pack_str(&body.pk, "streams");
     msgpack_pack_array(&body.pk, n);
     for (size_t k = 0; k < n; k++) {
@@ -242,12 +242,8 @@ static int send_restore(unsigned i, const ho_link_t *const *links, size_t n)
         molt_mp_pack_kv_u64(&body.pk, "from_slot", links[k]->from);
         fds[k] = links[k]->rfd;
     }
-    int rc = molt_chan_send(HO.new_w[i].p->chan, MOLT_MSG_RESTORE, &body.sb, fds, n);
+    int rc = molt_chan_send(to->chan, MOLT_MSG_RESTORE, &body.sb, fds, n);
     molt_body_free(&body);
-    if (rc == 0) {
-        HO.new_w[i].restoring = true;
-        HO.new_w[i].streams = (unsigned)n;
-    }
     return rc;
 }
 
@@ -311,22 +307,28 @@ static void ho_send_saves(void)
                 continue;
             sel[n++] = &links[k];
             if (n == MOLT_CHAN_MAX_FDS) {
-                if (send_save(j, sel, n) < 0)
+                if (send_save(HO.old_w[j].p, HO.old, HO.gen, false, sel, n) < 0)
                     goto send_failed;
+                HO.old_w[j].saves++;
                 n = 0;
             }
         }
-        if (n && send_save(j, sel, n) < 0)
+        if (n && send_save(HO.old_w[j].p, HO.old, HO.gen, false, sel, n) < 0)
             goto send_failed;
+        HO.old_w[j].saves += n > 0;
     }
     for (unsigned i = 0; i < nnew; i++) {
         size_t n = 0;
         for (size_t k = 0; k < nlinks; k++)
             if (links[k].to == i)
                 sel[n++] = &links[k];
-        if (n && send_restore(i, sel, n) < 0) {
+        if (n && send_restore(HO.new_w[i].p, HO.fresh, sel, n) < 0) {
             snprintf(reason, sizeof(reason), "sending RESTORE to new worker %u failed", i);
             goto out;
+        }
+        if (n) {
+            HO.new_w[i].restoring = true;
+            HO.new_w[i].streams = (unsigned)n;
         }
     }
     goto out;
@@ -424,6 +426,7 @@ typedef struct ho_answer {
     uint64_t bytes, ms, instances;
     char err[768];
     bool plugin_error;
+    bool catchup;
 } ho_answer_t;
 
 static void ho_answer_read(const molt_msg_t *msg, ho_answer_t *a)
@@ -434,6 +437,7 @@ static void ho_answer_read(const molt_msg_t *msg, ho_answer_t *a)
     molt_msg_get_u64(msg, "instances", &a->instances);
     molt_msg_get_str(msg, "error", a->err, sizeof(a->err));
     molt_msg_get_bool(msg, "plugin_error", &a->plugin_error);
+    molt_msg_get_bool(msg, "catchup", &a->catchup);
 }
 
 void sup_handoff_on_saved(sup_proc_t *p, const molt_msg_t *msg)
@@ -445,6 +449,8 @@ void sup_handoff_on_saved(sup_proc_t *p, const molt_msg_t *msg)
         return;
     ho_answer_t a;
     ho_answer_read(msg, &a);
+    if (a.catchup)
+        return; /* a sibling's catch-up, not this handoff */
     o->saves--;
     o->bytes += a.bytes;
     o->ms = a.ms > o->ms ? a.ms : o->ms;
@@ -499,6 +505,83 @@ void sup_handoff_on_death(sup_proc_t *p)
         }
     }
     ho_check_done();
+}
+
+/* ---- catch-up: a worker respawned within its generation -------------------------------- */
+
+static sup_proc_t *live_sibling(const sup_proc_t *p)
+{
+    for (size_t k = 0; k < SUP_MAX_PROCS; k++) {
+        sup_proc_t *q = &S.procs[k];
+        if (q != p && proc_live(q, p->gen))
+            return q;
+    }
+    return NULL;
+}
+
+bool sup_catchup_wanted(const sup_proc_t *p)
+{
+    const sup_gen_t *gen = p->gen;
+    return gen->state == SUP_GEN_ACTIVE && gen->replicated && !gen->paused && p->restarts > 0 && live_sibling(p);
+}
+
+static void catchup_done(sup_proc_t *p, const char *why)
+{
+    p->catchup = false;
+    if (why)
+        molt_warn("worker %u (pid %d): %s; it starts with its plugins' fresh state", p->slot, (int)p->pid, why);
+    /* A reload may have paused the generation meanwhile: its RESUME (on
+     * rollback) will reach this worker then. */
+    if (!p->gen->paused && p->chan >= 0)
+        molt_chan_send(p->chan, MOLT_MSG_RESUME, NULL, NULL, 0);
+}
+
+/*
+ * p was respawned in standby and is READY: a live sibling saves its
+ * replicated instances into a socketpair and p restores them before it
+ * accepts. p has been a sibling-message target since READY, that is since
+ * before the sibling gets SAVE on the same channel as its messages: every
+ * message the sibling applied before saving is in the snapshot, and every
+ * later one reaches p too (p applies them after its restore; a message may
+ * be applied twice, so replicated plugins keep their messages idempotent).
+ */
+void sup_catchup_start(sup_proc_t *p)
+{
+    sup_proc_t *k = live_sibling(p);
+    if (!k) {
+        catchup_done(p, "no sibling is running to catch up from");
+        return;
+    }
+    int sv[2];
+    int rc = stream_pair(sv);
+    if (rc < 0) {
+        catchup_done(p, "socketpair() for its catch-up failed");
+        return;
+    }
+    ho_link_t link = {.from = k->slot, .to = p->slot, .part = false, .repl = true, .wfd = sv[0], .rfd = sv[1]};
+    const ho_link_t *sel[1] = {&link};
+    rc = send_save(k, p->gen, p->gen, true, sel, 1);
+    if (rc == 0)
+        rc = send_restore(p, true, sel, 1);
+    close(sv[0]);
+    close(sv[1]);
+    if (rc < 0) {
+        catchup_done(p, "asking for its catch-up failed");
+        return;
+    }
+    molt_info("worker %u (pid %d) catches up: worker %u saves its replicated state for it", p->slot, (int)p->pid,
+              k->slot);
+}
+
+void sup_catchup_on_restored(sup_proc_t *p, const molt_msg_t *msg)
+{
+    ho_answer_t a;
+    ho_answer_read(msg, &a);
+    if (!a.err[0])
+        molt_info("worker %u (pid %d) caught up: %llu instance state%s, %llu bytes in %llu ms; accepting", p->slot,
+                  (int)p->pid, (unsigned long long)a.instances, a.instances == 1 ? "" : "s",
+                  (unsigned long long)a.bytes, (unsigned long long)a.ms);
+    catchup_done(p, a.err[0] ? a.err : NULL);
 }
 
 void sup_handoff_cancel(void)

@@ -181,6 +181,7 @@ static int proc_spawn(sup_proc_t *p)
         molt_error("socketpair() failed while spawning worker %u: %s", p->slot, strerror(-rc));
         return rc;
     }
+    p->catchup = sup_catchup_wanted(p);
     pid_t pid = fork();
     if (pid < 0) {
         rc = -errno;
@@ -201,7 +202,7 @@ static int proc_spawn(sup_proc_t *p)
             .plugin_dir = gen->dir,
             /* A reload's new worker, or one respawned into a paused generation,
              * accepts only once told to (RESUME). */
-            .standby = gen->paused || (S.state != SUP_BOOTING && gen->state == SUP_GEN_STARTING),
+            .standby = gen->paused || p->catchup || (S.state != SUP_BOOTING && gen->state == SUP_GEN_STARTING),
         };
         wrk_main(&boot);
     }
@@ -401,6 +402,8 @@ static void proc_on_ready(sup_proc_t *p, const molt_msg_t *msg)
     if (st && st->type == MSGPACK_OBJECT_BOOLEAN)
         strict = st->via.boolean;
     gen->strict = gen->strict || strict;
+    if ((st = molt_msg_get(msg, "replicated")) && st->type == MSGPACK_OBJECT_BOOLEAN && st->via.boolean)
+        gen->replicated = true;
     if (!gen->plugins) {
         gen->plugins = json_array();
         const msgpack_object *arr = molt_msg_get(msg, "plugins");
@@ -421,6 +424,8 @@ static void proc_on_ready(sup_proc_t *p, const molt_msg_t *msg)
     }
     molt_info("worker %u (pid %d) ready", p->slot, (int)p->pid);
     proc_event(p, "ready");
+    if (p->catchup)
+        sup_catchup_start(p);
     if (gen->state == SUP_GEN_STARTING && ++gen->nready == gen->nworkers)
         sup_on_gen_ready(gen);
 }
@@ -510,7 +515,10 @@ static void proc_read_chan(sup_proc_t *p)
             sup_handoff_on_saved(p, &msg);
             break;
         case MOLT_MSG_RESTORED:
-            sup_handoff_on_restored(p, &msg);
+            if (p->catchup)
+                sup_catchup_on_restored(p, &msg);
+            else
+                sup_handoff_on_restored(p, &msg);
             break;
         case MOLT_MSG_DUMPED:
             sup_dump_on_dumped(p, &msg);

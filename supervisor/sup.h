@@ -48,6 +48,8 @@ typedef struct sup_gen {
                             * connection closed (from READY) */
     bool paused;           /* handed off to a reload's new generation: accepts nothing, and a
                             * worker respawned meanwhile starts without accepting */
+    bool replicated;       /* an instance keeps replicated state: a respawned worker catches up
+                            * from a live sibling (from READY) */
     uint64_t created_ms;   /* wall clock */
     unsigned nprocs;       /* process-table entries still held by this generation */
 } sup_gen_t;
@@ -77,6 +79,8 @@ typedef struct sup_proc {
     char last_exit[96];       /* "exited with code 2", "killed by signal 9 (Killed)" */
     char loading[256];        /* instance being initialised ("hello (/path/hello.so)"), "" once ready */
     char fail_reason[768];    /* what a FAIL message said */
+    bool catchup;             /* respawned in standby: restores a sibling's replicated state, then
+                               * accepts (supervisor/handoff.c) */
     /* last counters reported */
     uint64_t requests[5];
     uint64_t conns;
@@ -173,6 +177,12 @@ void sup_handoff_on_restored(sup_proc_t *p, const molt_msg_t *msg);
 /* A worker died (called for every death; the handoff picks its own). */
 void sup_handoff_on_death(sup_proc_t *p);
 void sup_handoff_cancel(void);
+/* Catch-up of a worker respawned within its generation: whether p (about to
+ * be respawned) should start in standby and restore a sibling's replicated
+ * state; start it once p is READY; its RESTORED. */
+bool sup_catchup_wanted(const sup_proc_t *p);
+void sup_catchup_start(sup_proc_t *p);
+void sup_catchup_on_restored(sup_proc_t *p, const molt_msg_t *msg);
 /* Figures of the last handoff that finished (borrowed), or NULL. */
 json_t *sup_handoff_last(void);
 void sup_handoff_free(void);

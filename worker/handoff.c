@@ -46,6 +46,7 @@ typedef struct ho_op {
     ev_timer timer;            /* RESTORE: handoff_timeout_ms */
     char err[512];             /* the first error of the op */
     bool plugin_error;         /* err is a plugin's doing (save failed), not a stream's */
+    bool catchup;              /* SAVE for a sibling respawned in this generation */
 } ho_op_t;
 
 static struct {
@@ -54,15 +55,17 @@ static struct {
     wrk_plugins_t *ps;
     unsigned slot;
     ho_op_t *ops;
+    void (*restored)(void);
 } H;
 
-void wrk_handoff_init(struct ev_loop *loop, int chan, wrk_plugins_t *plugins, unsigned slot)
+void wrk_handoff_init(struct ev_loop *loop, int chan, wrk_plugins_t *plugins, unsigned slot, void (*restored)(void))
 {
     H.loop = loop;
     H.chan = chan;
     H.ps = plugins;
     H.slot = slot;
     H.ops = NULL;
+    H.restored = restored;
 }
 
 /* ---- ops -------------------------------------------------------------------------------- */
@@ -237,7 +240,8 @@ static void send_done(ho_op_t *op)
 {
     molt_body_t body;
     molt_body_init(&body);
-    msgpack_pack_map(&body.pk, 5);
+    msgpack_pack_map(&body.pk, 6);
+    molt_mp_pack_kv_bool(&body.pk, "catchup", op->catchup);
     molt_mp_pack_kv_bool(&body.pk, "plugin_error", op->plugin_error);
     molt_mp_pack_kv_u64(&body.pk, "bytes", op->bytes);
     molt_mp_pack_kv_u64(&body.pk, "instances", op->instances);
@@ -342,6 +346,7 @@ void wrk_handoff_on_save(molt_msg_t *msg)
     char from_gen[40] = "", to_gen[40] = "";
     molt_msg_get_str(msg, "from_gen", from_gen, sizeof(from_gen));
     molt_msg_get_str(msg, "to_gen", to_gen, sizeof(to_gen));
+    molt_msg_get_bool(msg, "catchup", &op->catchup);
     const msgpack_object *arr = op_take_streams(op, msg);
     for (size_t i = 0; arr && i < op->n && !op->err[0]; i++) {
         const msgpack_object *o = &arr->via.array.ptr[i];
@@ -530,6 +535,8 @@ static void restore_finish(ho_op_t *op)
     }
     send_done(op);
     op_free(op);
+    if (H.restored && !wrk_handoff_restoring())
+        H.restored();
 }
 
 void wrk_handoff_on_restore(molt_msg_t *msg)
@@ -561,6 +568,8 @@ void wrk_handoff_on_restore(molt_msg_t *msg)
         molt_error("handoff: restore failed: %s", op->err);
         send_done(op);
         op_free(op);
+        if (H.restored && !wrk_handoff_restoring())
+            H.restored();
         return;
     }
     for (size_t i = 0; i < op->n; i++) {

@@ -19,6 +19,12 @@
  * marked partitioned (new worker i restores every old worker j with
  * j mod N_new = i). The supervisor marks the streams; the old worker's
  * plugins decide what is replicated.
+ *
+ * The same SAVE / RESTORE also brings a worker respawned within its
+ * generation up to date ("catch-up"): a live sibling saves its replicated
+ * instances for it (SAVE{catchup}: SAVED says catchup too, so that a reload
+ * running meanwhile does not count it). Sibling messages that reach a worker
+ * while it restores are applied after the restore, in order.
  */
 #ifndef MOLT_WORKER_HANDOFF_H
 #define MOLT_WORKER_HANDOFF_H
@@ -30,8 +36,10 @@
 #include "shared/chan.h"
 #include "worker/plugins.h"
 
-/* Binds the module to the worker's loop, channel and plugin set. */
-void wrk_handoff_init(struct ev_loop *loop, int chan, wrk_plugins_t *plugins, unsigned slot);
+/* Binds the module to the worker's loop, channel and plugin set; restored()
+ * runs after every RESTORE has been answered (the worker then replays the
+ * sibling messages it deferred meanwhile). */
+void wrk_handoff_init(struct ev_loop *loop, int chan, wrk_plugins_t *plugins, unsigned slot, void (*restored)(void));
 
 /* The messages of the header comment. Each takes the descriptors it uses
  * out of msg (sets their slots to -1). */

@@ -65,6 +65,51 @@ typedef struct wrk {
 
 static wrk_t W;
 
+/* SIBLING messages that came while a RESTORE ran: applied after it, in order
+ * (the restore would otherwise overwrite what they changed). */
+typedef struct deferred {
+    struct deferred *next;
+    molt_msg_t msg;
+} deferred_t;
+static deferred_t *deferred_head, **deferred_tail = &deferred_head;
+
+static void defer_msg(molt_msg_t *msg)
+{
+    deferred_t *d = malloc(sizeof(*d));
+    if (!d) {
+        molt_error("out of memory deferring a sibling message during a restore; it is applied now");
+        wrk_sibling_on_msg(msg);
+        molt_msg_free(msg);
+        return;
+    }
+    d->next = NULL;
+    d->msg = *msg;
+    d->msg.body = &d->msg.unpacked.data; /* it pointed into the struct just copied */
+    *deferred_tail = d;
+    deferred_tail = &d->next;
+}
+
+/* Applies (or, when the worker exits, just frees) the deferred messages. */
+static void drain_deferred(bool apply)
+{
+    deferred_t *d = deferred_head;
+    deferred_head = NULL;
+    deferred_tail = &deferred_head;
+    while (d) {
+        deferred_t *next = d->next;
+        if (apply)
+            wrk_sibling_on_msg(&d->msg);
+        molt_msg_free(&d->msg);
+        free(d);
+        d = next;
+    }
+}
+
+static void replay_deferred(void)
+{
+    drain_deferred(true);
+}
+
 /* ---- boot: signals and descriptors ------------------------------------------------------ */
 
 /*
@@ -171,8 +216,8 @@ static void send_ready(void)
 {
     molt_body_t body;
     molt_body_init(&body);
-    bool strict = false;
-    msgpack_pack_map(&body.pk, 2);
+    bool strict = false, replicated = false;
+    msgpack_pack_map(&body.pk, 3);
     molt_mp_pack_str(&body.pk, "plugins");
     msgpack_pack_array(&body.pk, W.plugins.ninsts);
     for (size_t i = 0; i < W.plugins.ninsts; i++) {
@@ -184,6 +229,7 @@ static void send_ready(void)
                             : d->flags & MOLT_PLUGIN_REPLICATED   ? "snapshot, replicated"
                                                                   : "snapshot, partitioned";
         strict = strict || (d->state_save && (d->flags & MOLT_PLUGIN_STRICT_STATE));
+        replicated = replicated || (d->state_save && d->state_restore && (d->flags & MOLT_PLUGIN_REPLICATED));
         msgpack_pack_map(&body.pk, 5);
         molt_mp_pack_kv_str(&body.pk, "name", inst->cfg->name);
         molt_mp_pack_kv_str(&body.pk, "plugin", d->name);
@@ -192,6 +238,7 @@ static void send_ready(void)
         molt_mp_pack_kv_str(&body.pk, "state", state);
     }
     molt_mp_pack_kv_bool(&body.pk, "strict", strict);
+    molt_mp_pack_kv_bool(&body.pk, "replicated", replicated);
     chan_send(MOLT_MSG_READY, &body.sb);
     molt_body_free(&body);
 }
@@ -226,6 +273,7 @@ static void worker_exit(int code)
      * while every plugin is still fully there. */
     wrk_health_cancel();
     wrk_handoff_cancel();
+    drain_deferred(false); /* exiting: freed, not applied */
     wrk_http_free(W.http);
     W.http = NULL;
     wrk_sibling_fini(); /* every wait went with its transaction */
@@ -405,6 +453,9 @@ static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
             send_stats();
         } else if (msg.type == MOLT_MSG_HEALTH) {
             health_begin(&msg);
+        } else if (msg.type == MOLT_MSG_SIBLING && wrk_handoff_restoring()) {
+            defer_msg(&msg);
+            continue; /* owned by the queue now */
         } else if (msg.type == MOLT_MSG_SIBLING) {
             wrk_sibling_on_msg(&msg);
         } else if (msg.type == MOLT_MSG_SIBLING_STATUS) {
@@ -543,7 +594,7 @@ void wrk_main(const molt_worker_boot_t *boot)
     ev_timer_start(W.loop, &W.stats_w);
 
     wrk_sibling_init(W.loop, W.chan, W.slot, W.cfg->workers);
-    wrk_handoff_init(W.loop, W.chan, &W.plugins, W.slot);
+    wrk_handoff_init(W.loop, W.chan, &W.plugins, W.slot, replay_deferred);
     if (boot->standby) {
         /* Accepting waits for RESUME: the old generation stops first. */
         W.standby = true;

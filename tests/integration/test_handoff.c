@@ -474,24 +474,51 @@ static void writer_loop(int port, int out, int stop)
         close(fd);
 }
 
+/* Forks writer_loop() writing its acknowledgements to a file in h's dir (a
+ * pipe would fill up and stop it); it stops when stop[1] is closed. */
+static pid_t writer_start(h_molt_t *h, int stop[2])
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/acks", h->dir);
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    H_CHECK(out >= 0 && pipe2(stop, O_CLOEXEC) == 0, "open(%s) / pipe2: %s", path, strerror(errno));
+    pid_t child = fork();
+    H_CHECK(child >= 0, "fork: %s", strerror(errno));
+    if (child == 0) {
+        close(stop[1]);
+        writer_loop(h->port, out, stop[0]);
+        _exit(0);
+    }
+    close(out);
+    close(stop[0]);
+    return child;
+}
+
+/* How many PUTs the writer got acknowledged (it numbers them 0, 1, ...). */
+static int writer_acks(h_molt_t *h)
+{
+    char path[PATH_MAX];
+    size_t len = 0;
+    snprintf(path, sizeof(path), "%s/acks", h->dir);
+    char *data = h_read_file(path, &len);
+    int count = 0, n;
+    for (size_t off = 0; off + sizeof(n) <= len; off += sizeof(n)) {
+        memcpy(&n, data + off, sizeof(n));
+        H_CHECK(n == count, "the writer's acknowledgements are out of order (%d at %d)", n, count);
+        count++;
+    }
+    free(data);
+    return count;
+}
+
 /* A client writing continuously through 20 reloads finds every acknowledged PUT afterwards. */
 START_TEST(test_kv_writer_through_reloads)
 {
     h_molt_t *h = new_kv(2);
     h_cfg_set(h, "reload.idle_grace_ms", json_integer(50));
     h_start_ready(h);
-    int acks[2], stop[2];
-    H_CHECK(pipe2(acks, O_CLOEXEC) == 0 && pipe2(stop, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
-    pid_t child = fork();
-    H_CHECK(child >= 0, "fork: %s", strerror(errno));
-    if (child == 0) {
-        close(acks[0]);
-        close(stop[1]);
-        writer_loop(h->port, acks[1], stop[0]);
-        _exit(0);
-    }
-    close(acks[1]);
-    close(stop[0]);
+    int stop[2];
+    pid_t child = writer_start(h, stop);
     h_sleep_ms(200);
     int committed = 0;
     for (int i = 0; i < 20; i++) {
@@ -503,12 +530,7 @@ START_TEST(test_kv_writer_through_reloads)
     close(stop[1]);
     int wst = 0;
     waitpid(child, &wst, 0);
-    int n, last = -1, count = 0;
-    while (read(acks[0], &n, sizeof(n)) == (ssize_t)sizeof(n)) {
-        last = n;
-        count++;
-    }
-    close(acks[0]);
+    int count = writer_acks(h), last = count - 1;
     H_CHECK(committed == 20, "%d of 20 reloads committed", committed);
     H_CHECK(count > 20, "the writer got only %d PUTs acknowledged through 20 reloads", count);
     char key[32], val[32];
@@ -517,6 +539,62 @@ START_TEST(test_kv_writer_through_reloads)
         snprintf(val, sizeof(val), "v%d", i);
         kv_expect(h, key, val, 1);
     }
+}
+END_TEST
+
+/*
+ * A worker killed and respawned within its generation catches up: it
+ * restores a live sibling's kv table before it accepts, and gets the writes
+ * made meanwhile. A writer runs throughout, one worker is killed three
+ * times; afterwards every worker's table (moltctl state kv) holds every
+ * acknowledged write.
+ */
+START_TEST(test_kv_respawn_catches_up)
+{
+    h_molt_t *h = new_kv(2);
+    h_start_ready(h);
+    int stop[2];
+    pid_t child = writer_start(h, stop);
+    for (int round = 0; round < 3; round++) {
+        h_sleep_ms(300);
+        pid_t pids[2];
+        worker_pids(h, pids, 2);
+        H_CHECK(kill(pids[1], SIGKILL) == 0, "kill(%d): %s", (int)pids[1], strerror(errno));
+        H_CHECK(h_wait_pid_gone(pids[1], 5000, NULL), "worker 1 did not die");
+        long long end = h_now_ms() + 10000;
+        for (;;) {
+            char *log = h_log(h);
+            int n = 0;
+            for (const char *q = log; (q = strstr(q, "caught up")); q++)
+                n++;
+            free(log);
+            if (n > round)
+                break;
+            H_CHECK(h_now_ms() < end, "respawned worker 1 did not catch up (round %d)", round);
+            h_sleep_ms(20);
+        }
+    }
+    h_sleep_ms(300);
+    close(stop[1]);
+    waitpid(child, NULL, 0);
+    int last = writer_acks(h) - 1;
+    H_CHECK(last > 10, "the writer got only %d PUTs acknowledged", last + 1);
+    json_t *o = h_ctl(h, "{\"cmd\":\"state\",\"name\":\"kv\"}");
+    H_CHECK(o && json_is_true(json_object_get(o, "ok")), "state kv failed");
+    json_t *ws = json_object_get(o, "workers");
+    H_CHECK(json_array_size(ws) == 2, "state kv: %zu workers", json_array_size(ws));
+    for (size_t w = 0; w < 2; w++) {
+        json_t *table = json_object_get(json_array_get(ws, w), "state");
+        char key[32], val[32];
+        for (int i = 0; i <= last; i++) {
+            snprintf(key, sizeof(key), "w%d", i);
+            snprintf(val, sizeof(val), "v%d", i);
+            const char *got = json_string_value(json_object_get(table, key));
+            H_CHECK(got && strcmp(got, val) == 0, "worker %zu lacks acknowledged write %s (has %s)", w, key,
+                    got ? got : "nothing");
+        }
+    }
+    json_decref(o);
 }
 END_TEST
 
@@ -535,6 +613,7 @@ int main(void)
     tc = h_tcase("kv", 120);
     tcase_add_test(tc, test_kv_counter_worker_counts);
     tcase_add_test(tc, test_kv_writer_through_reloads);
+    tcase_add_test(tc, test_kv_respawn_catches_up);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
