@@ -725,9 +725,12 @@ static inline int molt_session_slot_set(molt_session_t *ses, int index, void *va
  * Delivery: the supervisor forwards the message to every other worker of the
  * same generation that is running (ready or draining) when it arrives; each
  * calls the instance's sibling_recv and answers. A worker that is not running
- * then (dead, restarting) is not waited for: a restarted worker starts with
- * its plugins' fresh state, not with the messages it missed. Messages from
- * one worker reach each sibling in the order they were sent.
+ * then (dead, restarting) is not waited for. A restarted worker of a
+ * generation with a MOLT_PLUGIN_REPLICATED instance catches up before it
+ * accepts: a live sibling's state_save, its own state_restore, then every
+ * message routed since it was ready, so a message may reach it twice (keep
+ * replicated messages idempotent). Messages from one worker reach each
+ * sibling in the order they were sent.
  *
  * Completion: a message is complete when every sibling it was forwarded to
  * has applied it (MOLT_OK), or has failed as soon as one refuses it
