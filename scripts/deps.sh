@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages molt needs to build, test and run, if any
 # is missing. Sourced by scripts/run-example.sh and scripts/test.sh.
+# `molt_install_deps fuzz` also installs MOLT_FUZZ_DEPS (the fuzz build, fuzz/).
 set -euo pipefail
 
 MOLT_DEPS=(
@@ -10,9 +11,16 @@ MOLT_DEPS=(
     curl wrk                            # real clients used by the tests
 )
 
+# Only for the libFuzzer build (fuzz/README.md): clang 14, its libFuzzer and
+# sanitizer runtimes (libclang_rt.fuzzer), llvm-symbolizer for readable stacks.
+MOLT_FUZZ_DEPS=(
+    clang libclang-rt-14-dev llvm
+)
+
 molt_install_deps() {
-    local missing=()
-    for p in "${MOLT_DEPS[@]}"; do
+    local missing=() want=("${MOLT_DEPS[@]}")
+    [ "${1:-}" = fuzz ] && want+=("${MOLT_FUZZ_DEPS[@]}")
+    for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ "${#missing[@]}" -gt 0 ]; then

@@ -201,21 +201,44 @@ static json_t *ctl_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    return json_pack("{s:b,s:s}", "ok", 0, "error", msg);
+    /* The text may quote the client's bytes (jansson's parse error does, an
+     * unknown command does) or be cut inside a character: a reply that is
+     * not UTF-8 could not be built, and the client would get none. */
+    json_t *text = json_string(msg);
+    if (!text) {
+        for (char *c = msg; *c; c++)
+            if ((unsigned char)*c >= 0x80)
+                *c = '?';
+        text = json_string(msg);
+    }
+    return json_pack("{s:b,s:o}", "ok", 0, "error", text);
+}
+
+json_t *sup_ctl_parse(const char *line, size_t len, json_t **req, const char **cmd)
+{
+    json_error_t jerr;
+    *req = NULL;
+    *cmd = NULL;
+    json_t *r = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!r)
+        return ctl_error("invalid JSON: %s", jerr.text);
+    const char *name = json_string_value(json_object_get(r, "cmd"));
+    if (!json_is_object(r) || !name) {
+        json_decref(r);
+        return ctl_error("%s", "a request is a JSON object with a string \"cmd\"");
+    }
+    *req = r;
+    *cmd = name;
+    return NULL;
 }
 
 static json_t *ctl_handle_line(ctl_conn_t *c, const char *line, size_t len)
 {
-    json_error_t jerr;
-    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *req;
+    const char *cmd;
+    json_t *reply = sup_ctl_parse(line, len, &req, &cmd);
     if (!req)
-        return ctl_error("invalid JSON: %s", jerr.text);
-    json_t *reply;
-    const char *cmd = json_string_value(json_object_get(req, "cmd"));
-    if (!json_is_object(req) || !cmd) {
-        reply = ctl_error("%s", "a request is a JSON object with a string \"cmd\"");
-        goto out;
-    }
+        return reply;
     for (size_t i = 0; i < MOLT_ARRAY_SIZE(ctl_cmds); i++) {
         if (strcmp(cmd, ctl_cmds[i].name) == 0) {
             reply = ctl_cmds[i].fn(c, req);

@@ -225,5 +225,10 @@ void sup_listen_close(int *fds, size_t n);
 /* ctl.c: the control socket */
 int sup_ctl_open(const molt_config_t *cfg);
 void sup_ctl_close(void);
+/* Parses one request line (without its newline): NULL with *req (owned by the
+ * caller) a JSON object and *cmd its string "cmd" (borrowed from *req); or the
+ * error reply to send, with *req and *cmd NULL (NULL too when even the reply
+ * could not be built). Touches no supervisor state (fuzz/fuzz_ctl.c). */
+json_t *sup_ctl_parse(const char *line, size_t len, json_t **req, const char **cmd);
 
 #endif

@@ -1373,6 +1373,29 @@ static Suite *serve_suite(void)
     return s;
 }
 
+/* Every control request line gets a reply, also when the error text would
+ * quote bytes that are not UTF-8 (found by fuzz/fuzz_ctl.c). */
+START_TEST(test_ctl_bad_bytes_answered)
+{
+    h_molt_t *h = h_new();
+    h_start_ready(h);
+    char longcmd[1024] = "{\"cmd\":\"x";
+    for (int i = 0; i < 300; i++)
+        strcat(longcmd, "\xc3\xa9"); /* é: cut in the middle by the 512-byte error text */
+    strcat(longcmd, "\"}");
+    const char *lines[] = {"{\":\"\",\\\xdd\x99\x9es:tut\"re}", longcmd};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *o = h_ctl(h, lines[i]);
+        H_CHECK(o && json_is_false(json_object_get(o, "ok")) && json_is_string(json_object_get(o, "error")),
+                "request %zu got no error reply", i);
+        json_decref(o);
+    }
+    json_t *st = h_status(h);
+    H_CHECK(st != NULL, "moltd does not answer status after the bad requests");
+    json_decref(st);
+}
+END_TEST
+
 static Suite *ops_suite(void)
 {
     Suite *s = suite_create("integ_ops");
@@ -1380,6 +1403,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_moltctl_status_text);
     tcase_add_test(tc, test_moltctl_status_json);
     tcase_add_test(tc, test_moltctl_unreachable);
+    tcase_add_test(tc, test_ctl_bad_bytes_answered);
     suite_add_tcase(s, tc);
     tc = h_tcase("load", 90);
     tcase_add_test(tc, test_wrk);
