@@ -658,10 +658,12 @@ size_t h_status_pids(const json_t *st, pid_t *pids, size_t max)
     json_t *w;
     for (size_t k = 0; k < max; k++)
         pids[k] = 0;
+    /* Only the active generation's: a rolled-back or retired one may still drain. */
+    json_int_t gen = json_integer_value(json_object_get(json_object_get(st, "generation"), "number"));
     json_array_foreach(json_object_get(st, "workers"), i, w)
     {
         json_int_t slot = json_integer_value(json_object_get(w, "slot"));
-        if (slot < 0 || (size_t)slot >= max)
+        if (slot < 0 || (size_t)slot >= max || (gen && json_integer_value(json_object_get(w, "generation")) != gen))
             continue;
         pids[slot] = (pid_t)json_integer_value(json_object_get(w, "pid"));
         if ((size_t)slot + 1 > n)

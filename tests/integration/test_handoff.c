@@ -169,10 +169,9 @@ START_TEST(test_handoff_failure)
     get_state(h, body, sizeof(body));
     char want[64];
     snprintf(want, sizeof(want), "value=kept restores=0 pid=%d\n", (int)before);
+    /* The pid in the body: the old worker itself answered, with its state (the
+     * process table may still list the rolled-back worker as it drains). */
     H_CHECK(strcmp(body, want) == 0, "after the rollback: '%s', expected '%s'", body, want);
-    pid_t after;
-    worker_pids(h, &after, 1);
-    H_CHECK(after == before, "the old worker was replaced (%d -> %d)", (int)before, (int)after);
 }
 END_TEST
 
