@@ -3,8 +3,9 @@
  * stops accepting and closes its connections politely; each of its workers
  * writes its plugins' state into socketpairs that the supervisor creates
  * and hands out, and each new worker reads and restores what it is given
- * (worker/handoff.c). Once every new worker has restored, the new
- * generation starts accepting (RESUME) and the reload goes on to verify.
+ * (worker/handoff.c). Once every new worker has restored, the reload goes
+ * on to verify, and the new generation starts accepting (RESUME,
+ * sup_handoff_accept) once its health checks passed.
  *
  *   not strict:  PAUSE{close} to the old workers, SAVE at once
  *   strict:      PAUSE{close}, then SAVE only once every old worker said
@@ -16,8 +17,9 @@
  * Which old worker's state each new worker gets, with N_old and N_new
  * workers: new i gets a "partitioned" stream from every old j with
  * j mod N_new = i, and a "replicated" stream from old i mod N_old (one
- * stream when both are the same worker). The old worker's plugins decide
- * which of their instances go in which.
+ * stream when both are the same worker), or from another old worker when
+ * that one is not running or still catching up (repl_source). The old
+ * worker's plugins decide which of their instances go in which.
  *
  * The supervisor never reads a stream: it only pairs sockets, counts
  * SAVED / RESTORED answers and watches the clock and the deaths.
@@ -62,6 +64,7 @@ typedef struct ho_new {
 
 static struct {
     bool running;
+    bool back;             /* a rollback's hand-back: old is the generation rolled back, gen the one resuming */
     bool saving;           /* SAVE messages are out */
     sup_gen_t *old, *gen;
     bool strict, fresh;
@@ -74,6 +77,7 @@ static struct {
     char io_err[1024];      /* the first SAVED error of a stream (the reader went away) */
     char restore_err[1024]; /* the first RESTORED error */
     json_t *last;           /* figures of the last handoff that finished */
+    json_t *back_last;      /* figures of the last hand-back that finished */
 } HO;
 
 static bool proc_live(const sup_proc_t *p, const sup_gen_t *gen)
@@ -86,7 +90,10 @@ static void ho_fail(const char *reason)
     ev_timer_stop(S.loop, &HO.timer);
     ev_timer_stop(S.loop, &HO.cause_w);
     HO.running = false;
-    sup_reload_on_handoff(false, reason);
+    if (HO.back)
+        sup_reload_on_handback(false, reason);
+    else
+        sup_reload_on_handoff(false, reason);
 }
 
 /* Figures of a finished handoff, for the reload's outcome and status. */
@@ -172,16 +179,37 @@ static void ho_decide(void)
         molt_warn("handoff: %s; on_restore_error is \"fresh\": going on", HO.save_err[0] ? HO.save_err : HO.io_err);
     ev_timer_stop(S.loop, &HO.timer);
     HO.running = false;
+    if (HO.back) {
+        json_decref(HO.back_last);
+        HO.back_last = ho_figures();
+        molt_info("hand-back: done in %llu ms (%llu bytes of state)", (unsigned long long)(molt_now_ms() - HO.t0),
+                  (unsigned long long)json_integer_value(json_object_get(HO.back_last, "bytes")));
+        sup_reload_on_handback(true, NULL);
+        return;
+    }
     json_decref(HO.last);
     HO.last = ho_figures();
-    /* The old generation accepts nothing since PAUSE, and every new worker
-     * restored from a stream that an old worker wrote after it paused: the
-     * new generation takes over with no moment where both accept. */
-    sup_gen_pause(HO.gen, false, false);
-    molt_info("handoff: done in %llu ms (%llu bytes of state); the new generation accepts",
+    molt_info("handoff: done in %llu ms (%llu bytes of state); health checks next",
               (unsigned long long)(molt_now_ms() - HO.t0),
               (unsigned long long)json_integer_value(json_object_get(HO.last, "bytes")));
     sup_reload_on_handoff(true, NULL);
+}
+
+/*
+ * The new generation restored its state and passed its health checks: it
+ * accepts (RESUME). Not before: a generation that fails its health check
+ * must not have taken a write that the rollback would lose. The old
+ * generation accepts nothing since PAUSE, and every new worker restored
+ * from a stream that an old worker wrote after it paused: the new
+ * generation takes over with no moment where both accept.
+ */
+void sup_handoff_accept(sup_gen_t *gen)
+{
+    sup_gen_pause(gen, false, false);
+    uint64_t pause_ms = molt_now_ms() - HO.t0;
+    if (HO.last && HO.gen == gen)
+        json_object_set_new(HO.last, "accept_pause_ms", json_integer((json_int_t)pause_ms));
+    molt_info("the new generation accepts (%llu ms after the old one stopped)", (unsigned long long)pause_ms);
 }
 
 static int stream_pair(int sv[2])
@@ -226,15 +254,17 @@ static int send_save(const sup_proc_t *to, const sup_gen_t *from_gen, const sup_
     return rc;
 }
 
-/* Sends RESTORE to `to` (a new worker, or a respawned one catching up) with links[0..n). */
-static int send_restore(const sup_proc_t *to, bool fresh, const ho_link_t *const *links, size_t n)
+/* Sends RESTORE to `to` (a new worker, a respawned one catching up, or with
+ * `replace` an old one taking a rollback's hand-back) with links[0..n). */
+static int send_restore(const sup_proc_t *to, bool fresh, bool replace, const ho_link_t *const *links, size_t n)
 {
     molt_body_t body;
     int fds[MOLT_CHAN_MAX_FDS];
     molt_body_init(&body);
-    msgpack_pack_map(&body.pk, 3);
+    msgpack_pack_map(&body.pk, 4);
     molt_mp_pack_kv_u64(&body.pk, "timeout_ms", to->gen->cfg->reload.handoff_timeout_ms);
     molt_mp_pack_kv_bool(&body.pk, "fresh", fresh);
+    molt_mp_pack_kv_bool(&body.pk, "replace", replace);
     molt_mp_pack_str(&body.pk, "streams");
     msgpack_pack_array(&body.pk, n);
     for (size_t k = 0; k < n; k++) {
@@ -245,6 +275,30 @@ static int send_restore(const sup_proc_t *to, bool fresh, const ho_link_t *const
     int rc = molt_chan_send(to->chan, MOLT_MSG_RESTORE, &body.sb, fds, n);
     molt_body_free(&body);
     return rc;
+}
+
+/* Which old worker new worker i restores replicated state from: old
+ * i mod N_old, unless that one is not running or is still catching up (a
+ * respawned worker whose copy is not complete yet); then the first old
+ * worker that holds a complete copy. Every complete copy is the same, so
+ * any will do. N_old when there is none. */
+static unsigned repl_source(unsigned i)
+{
+    unsigned nold = HO.old->nworkers, j = i % nold;
+    const ho_old_t *o = &HO.old_w[j];
+    if (!HO.old->replicated || (o->p && !o->p->catchup))
+        return j;
+    for (unsigned k = 0; k < nold; k++) {
+        if (HO.old_w[k].p && !HO.old_w[k].p->catchup) {
+            molt_info("handoff: old worker %u %s: new worker %u restores replicated state from old worker %u", j,
+                      o->p ? "is still catching up" : "is not running", i, k);
+            return k;
+        }
+    }
+    molt_warn("handoff: no old worker holds a complete copy of the replicated state: new worker %u starts "
+              "without it",
+              i);
+    return nold;
 }
 
 /* Pairs old and new workers, creates a socketpair per pair and sends SAVE
@@ -263,8 +317,9 @@ static void ho_send_saves(void)
         goto out;
     }
     for (unsigned i = 0; i < nnew; i++) {
+        unsigned rsrc = repl_source(i);
         for (unsigned j = 0; j < nold; j++) {
-            bool part = j % nnew == i, repl = i % nold == j;
+            bool part = j % nnew == i, repl = j == rsrc;
             if (!part && !repl)
                 continue;
             if (!HO.old_w[j].p) {
@@ -322,7 +377,7 @@ static void ho_send_saves(void)
         for (size_t k = 0; k < nlinks; k++)
             if (links[k].to == i)
                 sel[n++] = &links[k];
-        if (n && send_restore(HO.new_w[i].p, HO.fresh, sel, n) < 0) {
+        if (n && send_restore(HO.new_w[i].p, HO.fresh, HO.back, sel, n) < 0) {
             snprintf(reason, sizeof(reason), "sending RESTORE to new worker %u failed", i);
             goto out;
         }
@@ -369,14 +424,15 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     ho_fail(reason);
 }
 
-int sup_handoff_start(sup_gen_t *old, sup_gen_t *gen)
+static int ho_start(sup_gen_t *old, sup_gen_t *gen, bool back)
 {
     memset(HO.old_w, 0, sizeof(HO.old_w));
     memset(HO.new_w, 0, sizeof(HO.new_w));
     HO.old = old;
     HO.gen = gen;
+    HO.back = back;
     HO.strict = old->strict;
-    HO.fresh = gen->cfg->reload.on_restore_error == MOLT_RESTORE_FRESH;
+    HO.fresh = !back && gen->cfg->reload.on_restore_error == MOLT_RESTORE_FRESH;
     HO.save_err[0] = HO.restore_err[0] = HO.io_err[0] = '\0';
     HO.saving = false;
     HO.running = true;
@@ -385,8 +441,8 @@ int sup_handoff_start(sup_gen_t *old, sup_gen_t *gen)
         sup_proc_t *p = &S.procs[k];
         if (proc_live(p, old) && p->slot < old->nworkers)
             HO.old_w[p->slot] = (ho_old_t){.p = p, .pid = p->pid};
-        else if (proc_live(p, gen) && p->slot < gen->nworkers)
-            HO.new_w[p->slot] = (ho_new_t){.p = p, .pid = p->pid};
+        else if (proc_live(p, gen) && p->slot < gen->nworkers && !(back && p->catchup))
+            HO.new_w[p->slot] = (ho_new_t){.p = p, .pid = p->pid}; /* one catching up restores already */
     }
     /* Every worker of the old generation stops accepting and closes its
      * connections politely; it keeps its state and its process. */
@@ -394,8 +450,13 @@ int sup_handoff_start(sup_gen_t *old, sup_gen_t *gen)
     uint32_t ms = gen->cfg->reload.handoff_timeout_ms + HO_MARGIN_MS;
     ev_timer_init(&HO.timer, on_timeout, ms / 1000.0, 0.);
     ev_timer_start(S.loop, &HO.timer);
-    molt_info("handoff: %s mode, %u old worker%s to %u new", HO.strict ? "strict" : "snapshot", old->nworkers,
-              old->nworkers == 1 ? "" : "s", gen->nworkers);
+    if (back)
+        molt_info("hand-back: %s mode, from the %u worker%s of generation %llu to the %u of generation %llu",
+                  HO.strict ? "strict" : "snapshot", old->nworkers, old->nworkers == 1 ? "" : "s",
+                  (unsigned long long)old->number, gen->nworkers, (unsigned long long)gen->number);
+    else
+        molt_info("handoff: %s mode, %u old worker%s to %u new", HO.strict ? "strict" : "snapshot", old->nworkers,
+                  old->nworkers == 1 ? "" : "s", gen->nworkers);
     if (!HO.strict) {
         ho_send_saves();
         return 0;
@@ -406,6 +467,30 @@ int sup_handoff_start(sup_gen_t *old, sup_gen_t *gen)
     if (!any)
         ho_send_saves(); /* nobody to wait for */
     return 0;
+}
+
+int sup_handoff_start(sup_gen_t *old, sup_gen_t *gen)
+{
+    return ho_start(old, gen, false);
+}
+
+/*
+ * A rollback after `from` (the generation rolled back) started accepting:
+ * what it changed while it served goes back to `to` (the generation that
+ * resumes), the same way as a handoff with the roles swapped: `from` stops
+ * accepting and closes its connections politely, saves, and every worker
+ * of `to` resets the instances concerned and restores (RESTORE{replace}).
+ * The outcome comes through sup_reload_on_handback().
+ */
+int sup_handoff_start_back(sup_gen_t *from, sup_gen_t *to)
+{
+    return ho_start(from, to, true);
+}
+
+/* Figures of the last hand-back that finished (borrowed), or NULL. */
+json_t *sup_handoff_back_last(void)
+{
+    return HO.back_last;
 }
 
 void sup_handoff_on_quiesced(sup_proc_t *p)
@@ -481,12 +566,23 @@ void sup_handoff_on_restored(sup_proc_t *p, const molt_msg_t *msg)
 
 void sup_handoff_on_death(sup_proc_t *p)
 {
+    if (HO.running && HO.back && p->gen == HO.gen && p->slot < HO.gen->nworkers && HO.new_w[p->slot].p == p) {
+        /* A worker taking the hand-back died: it will be respawned (and catch up). */
+        ho_new_t *n = &HO.new_w[p->slot];
+        n->p = NULL;
+        n->restoring = false;
+        if (!HO.restore_err[0])
+            snprintf(HO.restore_err, sizeof(HO.restore_err), "worker %u (pid %d) %s during the hand-back",
+                     p->slot, (int)p->pid, p->last_exit);
+        ho_check_done();
+        return;
+    }
     if (!HO.running || p->gen != HO.old || p->slot >= HO.old->nworkers || HO.old_w[p->slot].p != p)
         return;
     ho_old_t *o = &HO.old_w[p->slot];
     char reason[256];
-    snprintf(reason, sizeof(reason), "worker %u (pid %d) of the old generation %s during the handoff", p->slot,
-             (int)p->pid, p->last_exit);
+    snprintf(reason, sizeof(reason), "worker %u (pid %d) of %s generation %s during the %s", p->slot, (int)p->pid,
+             HO.back ? "the rolled-back" : "the old", p->last_exit, HO.back ? "hand-back" : "handoff");
     o->p = NULL;
     o->saves = 0;
     if (!HO.fresh) {
@@ -513,7 +609,7 @@ static sup_proc_t *live_sibling(const sup_proc_t *p)
 {
     for (size_t k = 0; k < SUP_MAX_PROCS; k++) {
         sup_proc_t *q = &S.procs[k];
-        if (q != p && proc_live(q, p->gen))
+        if (q != p && proc_live(q, p->gen) && !q->catchup) /* a sibling catching up has no complete copy */
             return q;
     }
     return NULL;
@@ -522,7 +618,9 @@ static sup_proc_t *live_sibling(const sup_proc_t *p)
 bool sup_catchup_wanted(const sup_proc_t *p)
 {
     const sup_gen_t *gen = p->gen;
-    return gen->state == SUP_GEN_ACTIVE && gen->replicated && !gen->paused && p->restarts > 0 && live_sibling(p);
+    /* Also in a generation that a reload has paused: should the reload roll
+     * back, the generation resumes with every worker's copy complete. */
+    return gen->state == SUP_GEN_ACTIVE && gen->replicated && p->restarts > 0 && live_sibling(p);
 }
 
 static void catchup_done(sup_proc_t *p, const char *why)
@@ -562,7 +660,7 @@ void sup_catchup_start(sup_proc_t *p)
     const ho_link_t *sel[1] = {&link};
     rc = send_save(k, p->gen, p->gen, true, sel, 1);
     if (rc == 0)
-        rc = send_restore(p, true, sel, 1);
+        rc = send_restore(p, true, false, sel, 1);
     close(sv[0]);
     close(sv[1]);
     if (rc < 0) {
@@ -601,4 +699,6 @@ void sup_handoff_free(void)
     sup_handoff_cancel();
     json_decref(HO.last);
     HO.last = NULL;
+    json_decref(HO.back_last);
+    HO.back_last = NULL;
 }

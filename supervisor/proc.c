@@ -335,6 +335,8 @@ void sup_gen_pause(sup_gen_t *gen, bool pause, bool close)
         sup_proc_t *p = &S.procs[i];
         if (p->state == SUP_W_EMPTY || p->gen != gen || p->chan < 0)
             continue;
+        if (!pause && p->catchup)
+            continue; /* it accepts once its catch-up is done (catchup_done) */
         int rc = molt_chan_send(p->chan, pause ? MOLT_MSG_PAUSE : MOLT_MSG_RESUME, pause ? &body.sb : NULL, NULL, 0);
         if (rc < 0)
             molt_warn("worker %u (pid %d): sending %s failed: %s", p->slot, (int)p->pid,
@@ -675,6 +677,7 @@ json_t *sup_procs_json(void)
         json_object_set_new(o, "next_start_ms",
                             p->state == SUP_W_BACKOFF ? json_integer((json_int_t)p->respawn_at_wall) : json_null());
         json_object_set_new(o, "last_exit", p->last_exit[0] ? json_string(p->last_exit) : json_null());
+        json_object_set_new(o, "catching_up", json_boolean(p->catchup));
         if (p->fail_reason[0])
             json_object_set_new(o, "error", json_string(p->fail_reason));
         json_array_append_new(arr, o);

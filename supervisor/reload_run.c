@@ -9,9 +9,9 @@
  *
  * Spawn waits for every new worker's READY (plugins loaded and
  * initialised, accepting nothing yet); handoff (supervisor/handoff.c)
- * pauses the old generation, moves the plugins' state and lets the new one
- * accept; verify runs the health check in every new worker, then watches it
- * serve alone for stable_ms.
+ * pauses the old generation and moves the plugins' state; verify runs the
+ * health check in every new worker, then lets the new generation accept and
+ * watches it serve alone for stable_ms.
  */
 #include <errno.h>
 #include <signal.h>
@@ -50,6 +50,9 @@ static struct {
     json_t *last;              /* the last outcome */
     bool rollback;             /* the running reload re-activates the previous generation */
     bool handed_off;           /* the running reload's handoff finished: its figures are told */
+    bool accepted;             /* the new generation accepted (verify passed its health checks) */
+    bool handing_back;         /* rolling back: the new generation's state goes back to the old one */
+    json_t *handback;          /* the running reload's hand-back outcome, or NULL */
     bool rollback_queued;      /* a rollback was asked for while a reload ran */
     char *prev_source;         /* the config text of the generation active before the last commit */
     char *prev_dir;            /* its directory: the plugin copies a rollback loads */
@@ -81,11 +84,13 @@ json_t *sup_reload_status_json(void)
 }
 
 /* Closes the timing of the phase being left. */
+/* Records the running phase's duration, once (each phase runs at most once per reload). */
 static void phase_leave(void)
 {
     uint64_t now = molt_now_ms();
-    if (R.phase != SUP_RL_IDLE && R.phase_ms)
-        json_object_set_new(R.phase_ms, sup_reload_phase_name(R.phase), json_integer((json_int_t)(now - R.phase_t0)));
+    const char *name = sup_reload_phase_name(R.phase);
+    if (R.phase != SUP_RL_IDLE && R.phase_ms && !json_object_get(R.phase_ms, name))
+        json_object_set_new(R.phase_ms, name, json_integer((json_int_t)(now - R.phase_t0)));
     R.phase_t0 = now;
 }
 
@@ -267,10 +272,13 @@ void sup_reload_on_stats(const sup_gen_t *gen)
         verify_judge();
 }
 
-/* Every new worker passed its health check: the stable window opens. */
+/* Every new worker passed its health check: the new generation accepts and
+ * the stable window opens. */
 static void verify_window(void)
 {
     ev_timer_stop(S.loop, &R.timer);
+    sup_handoff_accept(R.gen);
+    R.accepted = true;
     gen_responses(R.gen, &R.verify_total0, &R.verify_errors0);
     ev_timer_init(&R.timer, on_verify_timer, R.gen->cfg->reload.health.stable_ms / 1000.0, 0.);
     ev_timer_start(S.loop, &R.timer);
@@ -342,6 +350,8 @@ static void outcome(int result)
     }
     if (R.handed_off && sup_handoff_last())
         json_object_set(o, "handoff", sup_handoff_last());
+    if (R.handback)
+        json_object_set(o, "handback", R.handback);
     R.counts[result]++;
     json_decref(R.last);
     R.last = o;
@@ -390,14 +400,13 @@ static sup_rl_event_t reload_commit(void)
     sup_gen_activate(S.active);
     old->retired = true;
     sup_gen_stop(old, true); /* drains; killed at drain_timeout_ms */
+    phase_leave();           /* commit's own time, in the outcome that follows */
     outcome(RL_COMMITTED);
     return SUP_RLE_OK;
 }
 
-static sup_rl_event_t reload_rollback(void)
+static sup_rl_event_t rollback_finish(void)
 {
-    ev_timer_stop(S.loop, &R.timer);
-    sup_handoff_cancel();
     sup_gen_t *gen = R.gen;
     R.gen = NULL;
     if (gen)
@@ -405,6 +414,64 @@ static sup_rl_event_t reload_rollback(void)
     if (S.active && S.active->paused)
         sup_gen_pause(S.active, false, false);
     return SUP_RLE_OK;
+}
+
+/* Whether some plugin instance of gen keeps state (its READY said so). */
+static bool gen_stateful(const sup_gen_t *gen)
+{
+    size_t i;
+    json_t *pl;
+    json_array_foreach(gen->plugins, i, pl)
+    {
+        if (json_is_string(json_object_get(pl, "state")))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * The new workers go and the old ones accept again. When the new generation
+ * had started accepting (the rollback comes from the stable window), what it
+ * changed meanwhile is handed back to the old generation first
+ * (sup_handoff_start_back), so that an update it acknowledged is not lost;
+ * the old generation resumes either way, the outcome says how the hand-back
+ * went.
+ */
+static sup_rl_event_t reload_rollback(void)
+{
+    ev_timer_stop(S.loop, &R.timer);
+    sup_handoff_cancel();
+    if (R.accepted && R.gen && S.active && S.active->paused && gen_stateful(R.gen)) {
+        molt_info("rollback: generation %llu served: its state goes back to generation %llu first",
+                  (unsigned long long)R.gen->number, (unsigned long long)S.active->number);
+        R.handing_back = true;
+        sup_handoff_start_back(R.gen, S.active);
+        return RLE_WAIT;
+    }
+    return rollback_finish();
+}
+
+void sup_reload_on_handback(bool ok, const char *reason)
+{
+    if (R.phase != SUP_RL_ROLLBACK || !R.handing_back)
+        return;
+    R.handing_back = false;
+    json_t *fig = sup_handoff_back_last();
+    json_decref(R.handback);
+    R.handback = json_pack("{s:b}", "ok", ok);
+    if (ok && fig) {
+        json_object_set(R.handback, "bytes", json_object_get(fig, "bytes"));
+        molt_notice("rollback: generation %llu's state handed back to generation %llu (%lld bytes)",
+                    (unsigned long long)R.gen->number, (unsigned long long)S.active->number,
+                    (long long)json_integer_value(json_object_get(fig, "bytes")));
+    } else {
+        json_object_set_new(R.handback, "reason", json_string(reason ? reason : "unknown"));
+        molt_error("rollback: generation %llu's state was not handed back to generation %llu, which resumes "
+                   "with the state it saved at the handoff: %s",
+                   (unsigned long long)R.gen->number, (unsigned long long)S.active->number,
+                   reason ? reason : "unknown");
+    }
+    rl_event(rollback_finish(), NULL);
 }
 
 /* ---- the loop --------------------------------------------------------------------------- */
@@ -417,6 +484,10 @@ static void reload_start(void)
     R.rollback = R.rollback_queued;
     R.rollback_queued = false;
     R.handed_off = false;
+    R.accepted = false;
+    R.handing_back = false;
+    json_decref(R.handback);
+    R.handback = NULL;
     R.t0 = R.phase_t0 = molt_now_ms();
     R.reason[0] = '\0';
     R.failed_phase = SUP_RL_IDLE;
@@ -581,6 +652,7 @@ void sup_reload_free(void)
 {
     ev_timer_stop(S.loop, &R.timer);
     json_decref(R.last);
+    json_decref(R.handback);
     json_decref(R.phase_ms);
     free(R.prev_source);
     free(R.prev_dir);

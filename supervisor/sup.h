@@ -171,6 +171,12 @@ void sup_gen_pause(sup_gen_t *gen, bool pause, bool close);
  * Start pauses old and pairs its workers with gen's; the outcome comes
  * through sup_reload_on_handoff(). */
 int sup_handoff_start(sup_gen_t *old, sup_gen_t *gen);
+/* Verify passed its health checks: gen starts accepting (RESUME). */
+void sup_handoff_accept(sup_gen_t *gen);
+/* A rollback after `from` accepted: its state goes back to `to`; the outcome
+ * comes through sup_reload_on_handback(). */
+int sup_handoff_start_back(sup_gen_t *from, sup_gen_t *to);
+json_t *sup_handoff_back_last(void);
 void sup_handoff_on_quiesced(sup_proc_t *p);
 void sup_handoff_on_saved(sup_proc_t *p, const molt_msg_t *msg);
 void sup_handoff_on_restored(sup_proc_t *p, const molt_msg_t *msg);
@@ -196,6 +202,7 @@ void sup_dump_forget(void *arg);
 void sup_dump_free(void);
 /* reload_run.c: the handoff's outcome. */
 void sup_reload_on_handoff(bool ok, const char *reason);
+void sup_reload_on_handback(bool ok, const char *reason);
 
 /* reload_run.c: running reloads (the state machine is reload.h) */
 typedef void (*sup_reload_done_fn)(void *arg, json_t *outcome);

@@ -147,8 +147,9 @@ static void describe(FILE *f, const char *file, const molt_plugin_t *d)
                 h->priority, h->name ? h->name : wrk_hook_name(h->id));
     }
     fprintf(f, LABEL "%zu bytes\n", "txn_ctx_size:", d->txn_ctx_size);
-    fprintf(f, LABEL "version %u; save %s, restore %s\n", "state:", d->state_version,
-            yes_no((const void *)d->state_save), yes_no((const void *)d->state_restore));
+    fprintf(f, LABEL "version %u; save %s, restore %s, reset %s\n", "state:", d->state_version,
+            yes_no((const void *)d->state_save), yes_no((const void *)d->state_restore),
+            yes_no((const void *)d->state_reset));
     fprintf(f, LABEL "%s\n", "health:", yes_no((const void *)d->health));
     fprintf(f, "ok: moltd %s can load %s %s (init not called; check a config with moltd -c FILE -t)\n",
             MOLT_VERSION, d->name, d->version);

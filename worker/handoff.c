@@ -42,6 +42,7 @@ typedef struct ho_op {
     unsigned instances;        /* instances saved (SAVE, DUMP) or restored */
     uint64_t bytes;            /* stream bytes written or read, over the streams that ended */
     bool fresh;                /* RESTORE: on_restore_error is "fresh" */
+    bool replace;              /* RESTORE: a rollback's hand-back: reset each instance before restoring */
     uint32_t timeout_ms;
     ev_timer timer;            /* RESTORE: handoff_timeout_ms */
     char err[512];             /* the first error of the op */
@@ -445,16 +446,21 @@ static void on_restore_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-/* Restores one entry of a complete stream. 0, 1 if dropped, or -1 with why in err. */
-static int restore_entry(const ho_stream_t *s, const molt_stream_entry_t *e, char *err, size_t errlen)
+/* Restores one entry of a complete stream. 0, 1 if dropped, or -1 with why in err.
+ * With `replace` (a rollback's hand-back), the instance is reset before its
+ * first entry; an instance without state_reset keeps its own state. */
+static int restore_entry(const ho_stream_t *s, const molt_stream_entry_t *e, bool replace, char *err,
+                         size_t errlen)
 {
     struct molt_instance *inst = wrk_plugins_find(H.ps, e->name);
-    if (!inst || strcmp(inst->dso->desc.name, e->plugin) != 0 || !inst->dso->desc.state_restore) {
+    if (!inst || strcmp(inst->dso->desc.name, e->plugin) != 0 || !inst->dso->desc.state_restore ||
+        (replace && !inst->dso->desc.state_reset)) {
         molt_notice("handoff: the state of instance %s (plugin %s %s, %zu bytes, from worker %u) is dropped: %s",
                     e->name, e->plugin, e->version, e->size, s->peer,
                     !inst ? "this generation has no instance of that name"
                     : strcmp(inst->dso->desc.name, e->plugin) ? "that instance is now another plugin"
-                                                                : "its plugin has no state_restore");
+                    : !inst->dso->desc.state_restore          ? "its plugin has no state_restore"
+                        : "its plugin has no state_reset, so it keeps the state it had before the reload");
         return 1;
     }
     const molt_plugin_t *d = &inst->dso->desc;
@@ -463,6 +469,12 @@ static int restore_entry(const ho_stream_t *s, const molt_stream_entry_t *e, cha
                  "instance %s: worker %u saved state_version %u (plugin %s %s), newer than this %s %s supports (%u)",
                  e->name, s->peer, e->state_version, e->plugin, e->version, d->name, d->version, d->state_version);
         return -1;
+    }
+    if (replace && !inst->ho_reset) {
+        inst->ho_reset = true;
+        wrk_host_current = inst;
+        d->state_reset(inst);
+        wrk_host_current = NULL;
     }
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
@@ -500,7 +512,27 @@ static void restore_finish(ho_op_t *op)
         order[i] = &op->s[i];
     qsort(order, op->n, sizeof(order[0]), cmp_peer);
     char err[512];
-    for (size_t i = 0; i < op->n; i++) {
+    /* A hand-back resets instances: only once every stream arrived whole and
+     * every saved state_version is readable here, so that a failure leaves
+     * every instance as it was. */
+    for (size_t i = 0; op->replace && i < op->n && !op->err[0]; i++) {
+        ho_stream_t *s = order[i];
+        if (s->err[0]) {
+            op_error(op, "%s", s->err);
+            break;
+        }
+        for (size_t k = 0; k < molt_stream_reader_count(s->r); k++) {
+            const molt_stream_entry_t *e = molt_stream_reader_entry(s->r, k);
+            const struct molt_instance *inst = wrk_plugins_find(H.ps, e->name);
+            if (inst && inst->dso->desc.state_reset && e->state_version > inst->dso->desc.state_version) {
+                op_error(op, "instance %s: state_version %u from worker %u is newer than this %s %s reads (%u)",
+                         e->name, e->state_version, s->peer, inst->dso->desc.name, inst->dso->desc.version,
+                         inst->dso->desc.state_version);
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < op->n && (!op->replace || !op->err[0]); i++) {
         ho_stream_t *s = order[i];
         if (s->err[0]) {
             if (!op->fresh)
@@ -509,7 +541,7 @@ static void restore_finish(ho_op_t *op)
             continue;
         }
         for (size_t k = 0; k < molt_stream_reader_count(s->r); k++) {
-            int rc = restore_entry(s, molt_stream_reader_entry(s->r, k), err, sizeof(err));
+            int rc = restore_entry(s, molt_stream_reader_entry(s->r, k), op->replace, err, sizeof(err));
             if (rc == 0) {
                 op->instances++;
             } else if (rc < 0) {
@@ -525,6 +557,8 @@ static void restore_finish(ho_op_t *op)
         molt_stream_reader_free(s->r); /* the payloads are no longer needed */
         s->r = NULL;
     }
+    for (size_t i = 0; i < H.ps->ninsts; i++)
+        H.ps->insts[i].ho_reset = false;
     if (op->err[0]) {
         op->instances = 0;
         molt_error("handoff: restore failed: %s", op->err);
@@ -550,6 +584,7 @@ void wrk_handoff_on_restore(molt_msg_t *msg)
     uint64_t timeout_ms = 5000;
     molt_msg_get_u64(msg, "timeout_ms", &timeout_ms);
     molt_msg_get_bool(msg, "fresh", &op->fresh);
+    molt_msg_get_bool(msg, "replace", &op->replace);
     op->timeout_ms = (uint32_t)timeout_ms;
     const msgpack_object *arr = busy ? NULL : op_take_streams(op, msg);
     if (busy)

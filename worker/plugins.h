@@ -43,6 +43,7 @@ struct molt_instance {
     struct molt_timer *timers; /* its timers and fd watchers not stopped yet (host.c) */
     struct molt_watch *watches;
     uint64_t sib_seq; /* the last sibling message it sent (worker/sibling.c) */
+    bool ho_reset;    /* a hand-back restore reset it already (worker/handoff.c) */
 };
 
 typedef struct wrk_plugins {

@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define MOLT_ABI_MAJOR 1
-#define MOLT_ABI_MINOR 1
+#define MOLT_ABI_MINOR 2
 
 #define MOLT_PLUGIN_ENTRY_SYMBOL "molt_plugin_entry"
 
@@ -230,6 +230,21 @@ typedef struct molt_plugin {
      * See "sibling messages" below.
      */
     int (*sibling_recv)(molt_instance_t *inst, const struct msgpack_object *msg, unsigned from_slot);
+
+    /*
+     * state_reset (ABI 1.2): drop this instance's state, leaving it as init
+     * left it, because the host is about to state_restore a snapshot over it
+     * in a worker that has been serving. That happens when a reload rolls
+     * back after the new generation started accepting (a worker of it died,
+     * or too many 5xx, within stable_ms): what the new generation changed
+     * meanwhile is handed back to the old one, whose instance is reset and
+     * then restored from the new generation's snapshot(s), exactly as at a
+     * handoff. Called only once every snapshot for the instance arrived
+     * whole and its state_version is one this plugin reads. Optional:
+     * without it, a rollback leaves this instance's state as the old
+     * generation had it (what the new one changed is dropped, with a log line).
+     */
+    void (*state_reset)(molt_instance_t *inst);
 
     /* Room to grow within ABI 1: fields that later minors add go before this
      * array (struct_size tells the host which exist); a plugin built against

@@ -232,6 +232,14 @@ static void counter_fini(molt_instance_t *inst)
     molt_instance_set_data(inst, NULL);
 }
 
+/* A rollback hands a served generation's counts back: zero, then restored. */
+static void counter_state_reset(molt_instance_t *inst)
+{
+    counter_t *c = molt_instance_data(inst);
+    table_free(&c->table);
+    c->other = 0;
+}
+
 /* ---- requests ----------------------------------------------------------------------------- */
 
 /* Counts one for path (or for "(other)"); false if out of memory. */
@@ -427,4 +435,4 @@ static int counter_state_restore(molt_instance_t *inst, const msgpack_object *st
 
 MOLT_PLUGIN(.name = "counter", .version = "1.0.0", .init = counter_init, .fini = counter_fini,
             .handle = counter_handle, .state_version = COUNTER_STATE_VERSION, .state_save = counter_state_save,
-            .state_restore = counter_state_restore)
+            .state_restore = counter_state_restore, .state_reset = counter_state_reset)

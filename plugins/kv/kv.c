@@ -528,6 +528,16 @@ static void kv_fini(molt_instance_t *inst)
     molt_instance_set_data(inst, NULL);
 }
 
+/* A rollback hands a served generation's table back: empty, then restored. */
+static void kv_state_reset(molt_instance_t *inst)
+{
+    kv_t *kv = molt_instance_data(inst);
+    table_free(&kv->table);
+    kv->nkeys = 0;
+    while (kv->stages)
+        stage_drop(kv, kv->stages);
+}
+
 /* ---- reading ------------------------------------------------------------------------------ */
 
 static int kv_get(molt_txn_t *txn, kv_t *kv, const char *key, size_t klen)
@@ -1137,4 +1147,5 @@ static int kv_health(molt_instance_t *inst, char *err, size_t errlen)
 MOLT_PLUGIN(.name = "kv", .version = "1.0.0", .flags = MOLT_PLUGIN_STRICT_STATE | MOLT_PLUGIN_REPLICATED,
             .init = kv_init, .fini = kv_fini, .handle = kv_handle, .txn_ctx_size = sizeof(kv_txn_t),
             .state_version = KV_STATE_VERSION, .state_save = kv_state_save, .state_restore = kv_state_restore,
-            .health = kv_health, .txn_abort = kv_txn_abort, .sibling_recv = kv_sibling_recv)
+            .health = kv_health, .txn_abort = kv_txn_abort, .sibling_recv = kv_sibling_recv,
+            .state_reset = kv_state_reset)

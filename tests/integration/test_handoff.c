@@ -597,6 +597,73 @@ START_TEST(test_kv_respawn_catches_up)
 }
 END_TEST
 
+/*
+ * A reload that rolls back after the new generation started accepting (its
+ * stable window saw too many 5xx) hands what that generation changed back to
+ * the old one: a kv write it acknowledged, a key it deleted, counts it made.
+ * The old workers resume (same pids) with that state, and the outcome says so.
+ */
+START_TEST(test_rollback_hands_back)
+{
+    h_molt_t *h = new_kv(2);
+    h_add_plugin(h, "echo", "tp_echo.so", NULL);
+    h_add_route(h, "/echo/", "echo");
+    h_start_ready(h);
+    kv_put(h, "before", "from generation 1");
+    kv_put(h, "gone", "deleted by generation 2");
+    pid_t old[2];
+    worker_pids(h, old, 2);
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(3000));
+    h_write_config(h);
+    int fd = h_ctl_open(h, "{\"cmd\":\"reload\"}");
+    H_CHECK(fd >= 0, "cannot ask for a reload");
+    const char *const needle[] = {"the new generation accepts", NULL};
+    char *line = NULL;
+    for (long long end = h_now_ms() + 10000; !(line = h_log_line(h, needle)) && h_now_ms() < end;)
+        h_sleep_ms(10);
+    H_CHECK(line != NULL, "the new generation never started accepting");
+    free(line);
+    /* Generation 2 serves alone now: a write, a delete, five counts, then 5xx. */
+    kv_put(h, "canary", "acknowledged by generation 2");
+    h_resp_t r;
+    H_CHECK(kv_req(h, "DELETE", "gone", NULL, &r) == 0 && r.status == 204, "DELETE /kv/gone: %d", r.status);
+    h_resp_free(&r);
+    char url[128];
+    for (int i = 0; i < 5; i++) {
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/count/hits", h->port);
+        H_CHECK(h_curl(h, &r, url, NULL) == 0 && r.status == 200, "GET /count/hits failed");
+        h_resp_free(&r);
+    }
+    for (int i = 0; i < 20; i++) {
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/echo/fail", h->port);
+        H_CHECK(h_curl(h, &r, url, NULL) == 0 && r.status == 500, "GET /echo/fail: %d", r.status);
+        h_resp_free(&r);
+    }
+    json_t *o = h_ctl_reply(fd, 30000);
+    H_CHECK(o != NULL, "no reload reply");
+    const char *phase = json_string_value(json_object_get(o, "phase"));
+    H_CHECK(phase && strcmp(phase, "verify") == 0, "rolled back in phase %s, expected verify (%s)",
+            phase ? phase : "(none)", json_string_value(json_object_get(o, "reason")));
+    json_t *hb = json_object_get(o, "handback");
+    H_CHECK(json_is_true(json_object_get(hb, "ok")) && json_integer_value(json_object_get(hb, "bytes")) > 0,
+            "the outcome does not report a hand-back: %s", json_string_value(json_object_get(hb, "reason")));
+    json_decref(o);
+    pid_t now[2];
+    worker_pids(h, now, 2);
+    H_CHECK(now[0] == old[0] && now[1] == old[1], "the old workers did not resume (%d %d -> %d %d)", (int)old[0],
+            (int)old[1], (int)now[0], (int)now[1]);
+    kv_expect(h, "canary", "acknowledged by generation 2", 4);
+    kv_expect(h, "before", "from generation 1", 4);
+    for (int i = 0; i < 4; i++) {
+        H_CHECK(kv_req(h, "GET", "gone", NULL, &r) == 0 && r.status == 404, "GET /kv/gone: %d, expected 404",
+                r.status);
+        h_resp_free(&r);
+    }
+    long long hits = counter_total(h, "/count/hits");
+    H_CHECK(hits == 5, "the counters sum to %lld after the rollback, expected the 5 counted by generation 2", hits);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_handoff");
@@ -613,6 +680,7 @@ int main(void)
     tcase_add_test(tc, test_kv_counter_worker_counts);
     tcase_add_test(tc, test_kv_writer_through_reloads);
     tcase_add_test(tc, test_kv_respawn_catches_up);
+    tcase_add_test(tc, test_rollback_hands_back);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);

@@ -16,6 +16,8 @@
  *                            AF_UNIX stream socket of the process that is not
  *                            listening: the handoff stream it is about to be
  *                            written to arrives corrupted (a hostile plugin)
+ *   "corrupt_if": path       the same, but only while that file exists (the
+ *                            chaos run, tests/chaos/, corrupts one reload)
  *   "hold_ms": N             state_save blocks N ms (a slow save: the handoff
  *                            waits on it)
  *
@@ -45,9 +47,11 @@
 
 typedef struct tp {
     char value[256];
+    char init_value[256]; /* "value" from the config: what state_reset goes back to */
     unsigned restores;
     size_t pad;
     bool fail_save, two_objects, fail_restore, corrupt;
+    char corrupt_if[256];
     unsigned hold_ms;
 } tp_t;
 
@@ -64,12 +68,15 @@ static int tp_init(molt_instance_t *inst, const char *config_json, char *err, si
     }
     const char *v = json_string_value(json_object_get(cfg, "value"));
     snprintf(tp->value, sizeof(tp->value), "%s", v ? v : "");
+    snprintf(tp->init_value, sizeof(tp->init_value), "%s", tp->value);
     tp->pad = (size_t)json_integer_value(json_object_get(cfg, "pad"));
     tp->fail_save = json_is_true(json_object_get(cfg, "fail_save"));
     tp->two_objects = json_is_true(json_object_get(cfg, "two_objects"));
     tp->fail_restore = json_is_true(json_object_get(cfg, "fail_restore"));
     tp->corrupt = json_is_true(json_object_get(cfg, "corrupt"));
     tp->hold_ms = (unsigned)json_integer_value(json_object_get(cfg, "hold_ms"));
+    const char *cif = json_string_value(json_object_get(cfg, "corrupt_if"));
+    snprintf(tp->corrupt_if, sizeof(tp->corrupt_if), "%s", cif ? cif : "");
     json_decref(cfg);
     molt_instance_set_data(inst, tp);
     return MOLT_OK;
@@ -130,7 +137,7 @@ static int tp_save(molt_instance_t *inst, msgpack_packer *pk)
         while (nanosleep(&ts, &ts) < 0)
             ;
     }
-    if (tp->corrupt)
+    if (tp->corrupt || (tp->corrupt_if[0] && access(tp->corrupt_if, F_OK) == 0))
         corrupt_streams();
     msgpack_pack_map(pk, 2);
     msgpack_pack_str_with_body(pk, "value", 5);
@@ -168,10 +175,19 @@ static int tp_restore(molt_instance_t *inst, const msgpack_object *state, uint32
     return MOLT_OK;
 }
 
+/* A rollback hands back a served generation's value: back to the config's, then restored. */
+static void tp_reset(molt_instance_t *inst)
+{
+    tp_t *tp = molt_instance_data(inst);
+    snprintf(tp->value, sizeof(tp->value), "%s", tp->init_value);
+}
+
 #ifdef TP_STATE_V2
 MOLT_PLUGIN(.name = "tp_state", .version = "2.0.0", .init = tp_init, .fini = tp_fini, .handle = tp_handle,
-            .state_version = TP_STATE_VERSION, .state_save = tp_save, .state_restore = tp_restore)
+            .state_version = TP_STATE_VERSION, .state_save = tp_save, .state_restore = tp_restore,
+            .state_reset = tp_reset)
 #else
 MOLT_PLUGIN(.name = "tp_state", .version = "1.0.0", .init = tp_init, .fini = tp_fini, .handle = tp_handle,
-            .state_version = TP_STATE_VERSION, .state_save = tp_save, .state_restore = tp_restore)
+            .state_version = TP_STATE_VERSION, .state_save = tp_save, .state_restore = tp_restore,
+            .state_reset = tp_reset)
 #endif
