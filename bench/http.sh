@@ -3,7 +3,8 @@
 #
 # Installs what is missing (Debian), builds molt in Release mode into build-bench/,
 # starts the three servers on free 127.0.0.1 ports in a temp dir, runs wrk against
-# each in interleaved rounds, prints the medians and writes bench/RESULTS.md.
+# each in interleaved rounds, prints the medians and writes bench/RESULTS-http.md
+# (BENCH_OUT: elsewhere; BENCH_DATA: also a TSV summary there, for bench/run.sh).
 #
 # Environment:
 #   BENCH_DURATION  seconds per wrk run (default 10)
@@ -29,7 +30,7 @@ SERVERS=(molt nginx haproxy)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 BUILD=$ROOT/build-bench
-OUT=$ROOT/bench/RESULTS.md
+OUT=${BENCH_OUT:-$ROOT/bench/RESULTS-http.md}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -334,7 +335,7 @@ done
 # --- 5. report -----------------------------------------------------------------
 TABLES=$TMP/tables.md
 python3 - "$TMP/wrk" "$ROUNDS" "${VARIANTS[@]}" >"$TABLES" <<'PY'
-import re, statistics, sys
+import os, re, statistics, sys
 from pathlib import Path
 
 wrkdir, rounds, variants = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
@@ -396,6 +397,11 @@ for v in variants:
                   f"{x['requests']} | {'/'.join(map(str, x['errs']))} | {x['non2xx']} | {x['conns']} | {x['other']} |")
     print()
     summary.append((title[v], med, rn, rh))
+    if os.environ.get("BENCH_DATA"):  # for bench/run.sh: variant, server, medians, error counts
+        with open(os.path.join(os.environ["BENCH_DATA"], "http.tsv"), "a") as f:
+            for s in servers:
+                f.write(f"{v}\t{s}\t{med[s]['rps']:.0f}\t{med[s]['p50']:.3f}\t{med[s]['p99']:.3f}\t"
+                        f"{sum(sum(x['errs']) for x in runs[s])}\t{sum(x['non2xx'] for x in runs[s])}\n")
 
 # Terminal summary on stderr, the markdown on stdout.
 for t, med, rn, rh in summary:

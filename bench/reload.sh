@@ -10,7 +10,8 @@
 #      triggers BENCH_RELOADS reloads at a fixed interval, keep-alive and then
 #      "Connection: close"; socket errors, non-2xx, p99/max latency;
 #   3. optionally the same load without reloads (BENCH_BASELINE_DURATION), as a reference.
-# Prints a summary and writes bench/RESULTS-reload.md.
+# Prints a summary and writes bench/RESULTS-reload.md (BENCH_OUT: elsewhere; BENCH_DATA: also
+# TSV summaries there, for bench/run.sh).
 #
 # Environment:
 #   BENCH_DURATION           seconds per wrk run with reloads (default 20)
@@ -45,7 +46,7 @@ BODY2="hello 2"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 BUILD=$ROOT/build-bench
-OUT=$ROOT/bench/RESULTS-reload.md
+OUT=${BENCH_OUT:-$ROOT/bench/RESULTS-reload.md}
 
 log() { printf '[reload] %s\n' "$*" >&2; }
 die() { printf '[reload] error: %s\n' "$*" >&2; exit 1; }
@@ -588,7 +589,7 @@ done
 # --- report ----------------------------------------------------------------------
 TABLES=$TMP/tables.md
 python3 - "$TMP" "$DUR" "$NRELOADS" "$BASE_DUR" "$LAT_RELOADS" "${VARIANTS[@]}" >"$TABLES" <<'PY'
-import contextlib, io, json, re, statistics, sys
+import contextlib, io, json, os, re, statistics, sys
 from pathlib import Path
 
 tables = io.StringIO()
@@ -700,6 +701,12 @@ if lat_n:
             cells.append(f"{f1(r['first_new_ms'] or float('nan'))} / {f1(r['cmd_ms'] or float('nan'))}")
         print(f"| {i + 1} | " + " | ".join(cells) + " |")
     print()
+    if os.environ.get("BENCH_DATA"):  # for bench/run.sh
+        with open(os.path.join(os.environ["BENCH_DATA"], "reload-latency.tsv"), "w") as f:
+            for s in servers:
+                x = lat[s]
+                f.write(f"{s}\t{x['first']:.1f}\t{x['first_max']:.1f}\t{x['cmd']:.1f}\t{x['printed']:.1f}\t"
+                        f"{x['old_after']}\t{lat_n}\n")
     summary.append(("Reload latency, median ms to the first new response (max; command returned)",
                     [f"{s:8} {f1(lat[s]['first']):>8} ({f1(lat[s]['first_max'])}; {f1(lat[s]['cmd'])})"
                      for s in servers] + [f"molt/nginx = {rn:.2f}   molt/haproxy = {rh:.2f}"]))
@@ -768,6 +775,12 @@ for v in variants:
     lines.append(f"molt: {m['committed']}/{m['sent']} committed, moltctl's reload time median "
                  f"{f1(med(m['printed']))} ms, max {f1(mx(m['printed']))} ms")
     summary.append((f"Under load with {nrel} reloads, {title[v]}", lines))
+    if os.environ.get("BENCH_DATA"):  # for bench/run.sh
+        with open(os.path.join(os.environ["BENCH_DATA"], "reload-load.tsv"), "a") as f:
+            for s in servers:
+                x = rows[s]
+                f.write(f"{v}\t{s}\t{x['rps']:.0f}\t{'/'.join(map(str, x['errs']))}\t{x['non2xx']}\t"
+                        f"{x['p99']:.2f}\t{x['max']:.2f}\t{x['committed'] if s == 'molt' else ''}\t{x['sent']}\n")
 
 _redirect.__exit__(None, None, None)
 if flagged:

@@ -33,7 +33,7 @@
 #
 # Writes markdown to ${BENCH_OUT:-bench/RESULTS-scaling.md}; with BENCH_DATA set (a
 # directory, created if missing), also these tab-separated files, one header line, numbers
-# below (per-phase columns are medians; commit_ms is derived, see the results file):
+# below (per-phase columns are medians; commit_ms as moltd reports it, see the results file):
 #   $BENCH_DATA/scaling-plugins.tsv  plugins median_ms min_ms max_ms prepare_ms spawn_ms handoff_ms verify_ms commit_ms
 #   $BENCH_DATA/scaling-workers.tsv  workers median_ms min_ms max_ms prepare_ms spawn_ms handoff_ms verify_ms commit_ms
 #   $BENCH_DATA/hooks.tsv            filters callbacks rps_median ratio ns_per_callback
@@ -277,7 +277,7 @@ with open(out, "w") as f:
         rec = {"i": i, "ms": o["ms"], "generation": o.get("generation"),
                "phases": {k: ph.get(k) for k in named},
                "commit_reported": ph.get("commit"),
-               # molt's reply lacks "commit" (it is timed after the reply is built): derived
+               # moltd before the fix that times commit into its reply lacked "commit": derived
                # as total - the other phases, which telescope to exactly that.
                "commit": ph["commit"] if "commit" in ph else o["ms"] - sum(ph.get(k) or 0 for k in named),
                "extra_phases": {k: v for k, v in ph.items() if k not in named + ("commit",)},

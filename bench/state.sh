@@ -13,7 +13,8 @@
 #
 # nginx and HAProxy have no plugin state to hand over across a reload, so there is no peer
 # figure: the target is absolute (>= 500 MB/s), and the accept pause is reported as measured.
-# Writes bench/RESULTS-state.md.
+# Writes bench/RESULTS-state.md (BENCH_OUT: elsewhere; BENCH_DATA: also state.tsv there, for
+# bench/run.sh).
 #
 # Environment:
 #   BENCH_STATE_SIZES     kv sizes in MB per worker, ascending (default "1 10 100 200 1000";
@@ -32,7 +33,7 @@ RELOADS=${BENCH_STATE_RELOADS:-5}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-OUT=$ROOT/bench/RESULTS-state.md
+OUT=${BENCH_OUT:-$ROOT/bench/RESULTS-state.md}
 log() { printf '[state] %s\n' "$*" >&2; }
 
 # shellcheck source=../scripts/deps.sh
@@ -236,6 +237,12 @@ lines += [
     "  Medians include it.",
 ]
 open(out, "w").write("\n".join(lines) + "\n")
+if os.environ.get("BENCH_DATA"):  # for bench/run.sh: medians per size
+    with open(os.path.join(os.environ["BENCH_DATA"], "state.tsv"), "w") as f:
+        f.write("mb\tstate_mb\thandoff_ms\trate_mb_s\tpause_ms\tgap_ms\ttotal_ms\n")
+        for mb, nkeys, fill_s, rows in results:
+            f.write("%d\t%.1f\t%d\t%.0f\t%d\t%.0f\t%d\n" % (mb, med(rows, "bytes") / 1e6, med(rows, "handoff_ms"),
+                    med(rows, "rate"), med(rows, "pause_ms"), med(rows, "gap_ms"), med(rows, "total_ms")))
 print("\n".join(lines))
 PY
 log "wrote $OUT"
