@@ -304,6 +304,8 @@ static int ctl_conn_send(ctl_conn_t *c, const json_t *req, uint64_t deadline)
             continue;
         if (rc == -EAGAIN)
             rc = ctl_wait(c->fd, POLLOUT, deadline);
+        if (rc == -EPIPE || rc == -ECONNRESET)
+            break; /* moltd closed first (it refused us, say): its reply, if any, is still to be read */
         if (rc == -ETIMEDOUT) {
             ctl_err("cannot send to moltd at %s: timed out after %d ms", path, c->ctx->timeout_ms);
             ret = MOLT_CTL_EXIT_UNREACHABLE;

@@ -9,6 +9,7 @@ MOLT_DEPS=(
     libev-dev uuid-dev libmsgpack-dev libjansson-dev libhttp-parser-dev nettle-dev libxxhash-dev uthash-dev  # libraries
     check                               # unit and integration test framework
     curl wrk                            # real clients used by the tests
+    util-linux passwd                   # setpriv; useradd, groupadd (integ_production makes a user)
 )
 
 # Only for the libFuzzer build (fuzz/README.md): clang 14, its libFuzzer and

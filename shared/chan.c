@@ -55,7 +55,7 @@ static const char *const msg_type_names[MOLT_MSG_TYPE_COUNT] = {
     [MOLT_MSG_SIBLING_STATUS] = "SIBLING_STATUS",
     [MOLT_MSG_QUIESCED] = "QUIESCED", [MOLT_MSG_SAVED] = "SAVED", [MOLT_MSG_RESTORED] = "RESTORED",
     [MOLT_MSG_DUMPED] = "DUMPED",     [MOLT_MSG_SAVE] = "SAVE",   [MOLT_MSG_RESTORE] = "RESTORE",
-    [MOLT_MSG_DUMP] = "DUMP",
+    [MOLT_MSG_DUMP] = "DUMP",         [MOLT_MSG_LOG_FD] = "LOG_FD",
 };
 
 static bool msg_type_known(unsigned type)

@@ -65,6 +65,7 @@ typedef enum molt_msg_type {
     MOLT_MSG_RESTORE = 24, /* {timeout_ms, fresh, streams: [{from_slot}]} + one fd per stream: read
                             * and restore them all, then RESTORED; accept only at RESUME */
     MOLT_MSG_DUMP = 25,    /* {name} + one fd: write instance `name`'s state as a one-entry stream */
+    MOLT_MSG_LOG_FD = 26,  /* {} + one fd: the log file, reopened (SIGUSR1): make it fd 2 */
     /* sibling messages (plugin.h: molt_sibling_send), 30..33 */
     MOLT_MSG_SIBLING_SEND = 30,   /* w->s {instance, seq, msg: bin} route to my siblings */
     MOLT_MSG_SIBLING = 31,        /* s->w {instance, seq, from, msg: bin} apply a sibling's message */

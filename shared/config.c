@@ -659,7 +659,7 @@ static int parse_mode(cfg_parse_t *p, json_t *control)
 
 static int parse_control(cfg_parse_t *p, json_t *root)
 {
-    static const char *const keys[] = {"socket", "mode", NULL};
+    static const char *const keys[] = {"socket", "mode", "group", NULL};
     molt_config_t *cfg = p->cfg;
     json_t *control;
 
@@ -672,6 +672,15 @@ static int parse_control(cfg_parse_t *p, json_t *root)
             return -1;
         if (parse_mode(p, control) < 0)
             return -1;
+        /* A group name; whether it exists is moltd's to check (getgrnam at start and in -t). */
+        json_t *g = json_object_get(control, "group");
+        if (g && !json_is_null(g)) {
+            if (!json_is_string(g) || json_string_length(g) == 0)
+                return cfg_fail(p, "control.group", "must be a group name or null");
+            cfg->control_group = strdup(json_string_value(g));
+            if (!cfg->control_group)
+                return cfg_oom(p, "control.group");
+        }
     }
     if (!cfg->control_socket) {
         cfg->control_socket = path_resolve(cfg->runtime_dir, "control.sock", false);
@@ -1040,7 +1049,7 @@ static int parse_reload(cfg_parse_t *p, json_t *root)
 
 static int parse_log(cfg_parse_t *p, json_t *root)
 {
-    static const char *const keys[] = {"level", "format", NULL};
+    static const char *const keys[] = {"level", "format", "file", NULL};
     const char *level = NULL, *format = NULL;
     json_t *o;
 
@@ -1048,6 +1057,9 @@ static int parse_log(cfg_parse_t *p, json_t *root)
         return -1;
     if (!o)
         return 0;
+    /* null (the default): stderr stays what it is */
+    if (!json_is_null(json_object_get(o, "file")) && get_path(p, "log", o, "file", &p->cfg->log_file) < 0)
+        return -1;
     if (get_string(p, "log", o, "level", false, &level) < 0)
         return -1;
     if (level) {
@@ -1249,6 +1261,8 @@ void molt_config_free(molt_config_t *cfg)
     free(cfg->runtime_dir);
     free(cfg->user);
     free(cfg->group);
+    free(cfg->control_group);
+    free(cfg->log_file);
     for (size_t i = 0; i < cfg->nplugin_path; i++)
         free(cfg->plugin_path[i]);
     free(cfg->plugin_path);

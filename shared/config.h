@@ -97,6 +97,8 @@ typedef struct molt_config {
 
     char *control_socket; /* absolute; default <runtime_dir>/control.sock */
     mode_t control_mode;  /* from an octal string such as "0660"; default 0660 */
+    char *control_group;  /* control.group: a group whose members may use the control socket
+                           * (besides root and moltd's user); NULL = none */
     char *runtime_dir;    /* absolute; default /run/molt */
     char *user;           /* NULL = do not change */
     char *group;          /* NULL = do not change */
@@ -112,6 +114,7 @@ typedef struct molt_config {
     molt_reload_cfg_t reload;
     int log_level;            /* molt_log_level_t; default info */
     molt_log_format_t log_format;
+    char *log_file;           /* log.file, absolute: moltd's stderr (and its workers'); NULL = keep stderr */
 } molt_config_t;
 
 /*

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "shared/config.h"
 
@@ -20,6 +21,23 @@
  * closes everything else with close_range(). */
 #define MOLT_WRK_FD_CHANNEL 3
 #define MOLT_WRK_FD_LISTEN0 4 /* listeners follow, in config order */
+
+/*
+ * Who a worker runs as (config user / group, resolved by the supervisor
+ * before it forks: the worker does no name lookups). With `drop` set the
+ * worker, before it loads any plugin, calls setgroups(groups), setresgid(gid),
+ * setresuid(uid), checks that root cannot come back and sets no_new_privs
+ * (worker/privs.h).
+ */
+typedef struct molt_worker_ident {
+    int drop;          /* 0: keep the supervisor's ids (user/group unset, or equal to moltd's own) */
+    uid_t uid;
+    gid_t gid;
+    gid_t *groups;     /* supplementary groups: the user's in the group database (getgrouplist) */
+    size_t ngroups;
+    char user[64];     /* names, for messages */
+    char group[64];
+} molt_worker_ident_t;
 
 typedef struct molt_worker_boot {
     const molt_config_t *cfg; /* the generation's config (inherited memory) */
@@ -34,6 +52,7 @@ typedef struct molt_worker_boot {
                                * RESUME (after its state handoff) */
     int check_only;           /* moltd -t: load and initialise the plugins, report READY
                                * or FAIL, finalise them and exit; serve nothing */
+    const molt_worker_ident_t *ident; /* whom to become before loading plugins; NULL: nobody else */
 } molt_worker_boot_t;
 
 /* Runs a worker; never returns (exits with a code from shared/exit.h). */

@@ -6,11 +6,21 @@
  * Every line carries time (UTC, ms), level, process role ("sup", "wrk 3"),
  * pid and, once set, the generation number. Messages name the call that failed
  * and the thing it was for, with errno text where there is one.
+ *
+ * Two variations (docs/operations.md, "Logs"):
+ * - stderr is the journal (JOURNAL_STREAM names fd 2's device and inode):
+ *   each line starts with the syslog priority, "<6>", and the text format
+ *   drops its time stamp, since journald stamps every line itself;
+ * - the JSON format: one object per line, {"ts","level","role","pid","gen",
+ *   "msg"} (plus "plugin" for a plugin's lines), built with jansson.
+ * Either way a line is one write(2), so that the lines of the supervisor and
+ * its workers, which share stderr, never interleave.
  */
 #ifndef MOLT_SHARED_LOG_H
 #define MOLT_SHARED_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef enum molt_log_level {
@@ -32,6 +42,29 @@ molt_log_level_t molt_log_get_level(void);
 /* Parses "debug", "info", "notice", "warn", "error", "crit"; -1 if unknown. */
 int molt_log_level_parse(const char *name);
 const char *molt_log_level_name(molt_log_level_t level);
+/* One JSON object per line (true) or the text format (false, the default). */
+void molt_log_set_json(bool json);
+
+/* Looks whether stderr is the journal now (JOURNAL_STREAM="DEV:INODE" equal to
+ * fstat(2)'s st_dev and st_ino) and prefixes lines with their priority if so.
+ * Called again whenever fd 2 changes. Returns the answer. */
+bool molt_log_detect_journal(void);
+
+/*
+ * The log file (config log.file): opens `path` (O_WRONLY | O_APPEND | O_CREAT |
+ * O_CLOEXEC, mode 0640), makes it fd 2 and remembers the path for
+ * molt_log_reopen(). 0, or -errno with fd 2 unchanged.
+ */
+int molt_log_open_file(const char *path);
+/* Opens the remembered path again (after a rotation renamed the file) and
+ * makes it fd 2. 0; -ENOENT when no file was opened; or -errno with fd 2
+ * unchanged. */
+int molt_log_reopen(void);
+/* The path molt_log_open_file() opened, or NULL. */
+const char *molt_log_file(void);
+/* A worker's side of a reopen: fd (received from the supervisor) becomes fd 2
+ * and is closed. 0 or -errno (fd is closed either way). */
+int molt_log_adopt_fd(int fd);
 
 void molt_log(molt_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void molt_vlog(molt_log_level_t level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));

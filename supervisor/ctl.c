@@ -16,6 +16,7 @@
 
 #include "shared/log.h"
 #include "shared/util.h"
+#include "supervisor/ident.h"
 #include "supervisor/sup.h"
 
 #define CTL_MAX_LINE (64 * 1024)
@@ -341,6 +342,79 @@ static void conn_process(ctl_conn_t *c)
     }
 }
 
+/* control.group, resolved at sup_ctl_open(). */
+static bool ctl_has_group;
+static gid_t ctl_gid;
+static char ctl_group[64];
+
+/* Is gid among the peer's supplementary groups, as the kernel recorded them
+ * when it connected (SO_PEERGROUPS)? */
+static bool peer_in_groups(int fd, gid_t gid)
+{
+    gid_t stack[64], *v = stack;
+    socklen_t len = sizeof(stack);
+    bool found = false;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, v, &len) < 0) {
+        if (errno != ERANGE || !(v = malloc(len)))
+            return false;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, v, &len) < 0)
+            goto out;
+    }
+    for (size_t i = 0; i < len / sizeof(gid_t); i++)
+        found = found || v[i] == gid;
+out:
+    if (v != stack)
+        free(v);
+    return found;
+}
+
+/*
+ * Who may use the control socket (docs/operations.md, "Access control"):
+ * root, moltd's own user, and members of control.group: the peer process's
+ * gid or one of its supplementary groups. Credentials are the kernel's, taken
+ * at connect() (SO_PEERCRED, SO_PEERGROUPS): no name lookup on the loop, no
+ * /proc read that a pid reused meanwhile could fool. The socket file's mode
+ * is a first gate; this one holds even if that mode is wider than it should be.
+ * True if allowed; otherwise the refusal reply and a log line are written and
+ * the caller closes fd.
+ */
+static bool ctl_peer_check(int fd)
+{
+    struct ucred uc = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+    socklen_t len = sizeof(uc);
+    bool known = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == 0;
+    if (known && (uc.uid == 0 || uc.uid == geteuid() ||
+                  (ctl_has_group && (uc.gid == ctl_gid || peer_in_groups(fd, ctl_gid)))))
+        return true;
+    char why[384];
+    if (!known)
+        snprintf(why, sizeof(why), "cannot tell who is connecting (SO_PEERCRED: %s)", strerror(errno));
+    else if (ctl_has_group)
+        snprintf(why, sizeof(why),
+                 "uid %u (gid %u, pid %d) may not use the control socket: only root, moltd's user (uid %u) and "
+                 "members of control.group \"%s\" may",
+                 (unsigned)uc.uid, (unsigned)uc.gid, (int)uc.pid, (unsigned)geteuid(), ctl_group);
+    else
+        snprintf(why, sizeof(why),
+                 "uid %u (gid %u, pid %d) may not use the control socket: only root and moltd's user (uid %u) "
+                 "may (control.group admits a group)",
+                 (unsigned)uc.uid, (unsigned)uc.gid, (int)uc.pid, (unsigned)geteuid());
+    molt_warn("control: refused a connection: %s", why);
+    json_t *r = json_pack("{s:b,s:s+,s:{s:I,s:I,s:I}}", "ok", 0, "error", "permission denied: ", why, "refused",
+                          "uid", (json_int_t)(known ? (json_int_t)uc.uid : -1), "gid",
+                          (json_int_t)(known ? (json_int_t)uc.gid : -1), "pid", (json_int_t)uc.pid);
+    char *text = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    json_decref(r);
+    if (text) {
+        size_t n = strlen(text);
+        text[n] = '\n'; /* replaces the NUL: one line, one send, best effort */
+        ssize_t w = send(fd, text, n + 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w; /* refused either way */
+        free(text);
+    }
+    return false;
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop, (void)w, (void)revents;
@@ -350,6 +424,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 molt_warn("accept() on the control socket failed: %s", strerror(errno));
             return;
+        }
+        if (!ctl_peer_check(fd)) {
+            close(fd); /* takes no slot: a refused peer cannot crowd out the allowed ones */
+            continue;
         }
         if (ctl_nconns >= CTL_MAX_CONNS) {
             static const char busy[] = "{\"ok\":false,\"error\":\"too many control connections\"}\n";
@@ -419,6 +497,17 @@ int sup_ctl_open(const molt_config_t *cfg)
         unlink(path); /* stale: left by a moltd that died */
     }
 
+    ctl_has_group = false;
+    if (cfg->control_group) {
+        char gerr[256];
+        if (sup_ident_group(cfg->control_group, &ctl_gid, gerr, sizeof(gerr)) < 0) {
+            molt_error("%s: %s", cfg->path, gerr);
+            return -1;
+        }
+        ctl_has_group = true;
+        snprintf(ctl_group, sizeof(ctl_group), "%s", cfg->control_group);
+    }
+
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         molt_error("socket() failed for control.socket %s: %s", path, strerror(errno));
@@ -436,6 +525,9 @@ int sup_ctl_open(const molt_config_t *cfg)
     }
     if (chmod(path, cfg->control_mode) < 0)
         molt_warn("chmod(%s, %04o) failed: %s", path, (unsigned)cfg->control_mode, strerror(errno));
+    /* connect() needs write permission on the file: the group's members get it through the mode. */
+    if (ctl_has_group && chown(path, (uid_t)-1, ctl_gid) < 0)
+        molt_warn("chown(%s, group %s) failed: %s", path, ctl_group, strerror(errno));
     if (listen(fd, 64) < 0) {
         molt_error("listen() on control.socket %s failed: %s", path, strerror(errno));
         close(fd);

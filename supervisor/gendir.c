@@ -621,3 +621,54 @@ out:
     free(v);
     return rc;
 }
+
+int sup_gendir_share(const char *dir, gid_t gid, char *err, size_t len)
+{
+    DIR *d = NULL;
+    int rc = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || fchown(fd, (uid_t)-1, gid) < 0 || fchmod(fd, 0750) < 0) {
+        rc = -errno;
+        snprintf(err, len, "giving %s to gid %u (mode 0750) failed: %s", dir, (unsigned)gid, strerror(-rc));
+        molt_close(&fd);
+        goto out;
+    }
+    d = fdopendir(fd);
+    if (!d) {
+        rc = -errno;
+        close(fd);
+        snprintf(err, len, "reading %s failed: %s", dir, strerror(-rc));
+        goto out;
+    }
+    for (;;) {
+        errno = 0;
+        struct dirent *e = readdir(d);
+        if (!e) {
+            if (errno) {
+                rc = -errno;
+                snprintf(err, len, "reading %s failed: %s", dir, strerror(-rc));
+            }
+            break;
+        }
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        /* Only the copies we made: regular files, never through a symlink. */
+        int f = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        struct stat st;
+        rc = f < 0 || fstat(f, &st) < 0                               ? -errno
+             : !S_ISREG(st.st_mode)                                  ? -EPERM
+             : fchown(f, (uid_t)-1, gid) < 0 || fchmod(f, 0550) < 0 ? -errno
+                                                                     : 0;
+        if (rc < 0) {
+            snprintf(err, len, "giving %s/%s to gid %u (mode 0550) failed: %s", dir, e->d_name, (unsigned)gid,
+                     strerror(-rc));
+            molt_close(&f);
+            break;
+        }
+        molt_close(&f);
+    }
+out:
+    if (d)
+        closedir(d);
+    return rc;
+}

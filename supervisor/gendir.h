@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "shared/config.h"
 
@@ -83,5 +84,17 @@ int sup_gendir_remove(const char *dir);
  * not be read (a missing runtime_dir holds nothing: 0).
  */
 int sup_gendir_prune(const char *runtime_dir, unsigned keep, const char *const *in_use, size_t n_in_use);
+
+/*
+ * For workers that run as another user (config user / group): makes the
+ * generation directory `dir` 0750 and every copy in it 0550, group `gid`
+ * (owner unchanged: moltd's user), so that the workers can read and map them
+ * and nobody else can. 0, or -errno with the reason in err.
+ */
+int sup_gendir_share(const char *dir, gid_t gid, char *err, size_t len);
+
+/* How many runtime_dir/gen-<uuid> directories there are (what prune counts):
+ * a count, 0 for a missing runtime_dir, or -errno if it could not be read. */
+int sup_gendir_count(const char *runtime_dir);
 
 #endif

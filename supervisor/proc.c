@@ -20,6 +20,7 @@
 #include "shared/log.h"
 #include "shared/util.h"
 #include "supervisor/gendir.h"
+#include "supervisor/ident.h"
 #include "supervisor/slots.h"
 #include "supervisor/sibling.h"
 #include "supervisor/sup.h"
@@ -67,10 +68,21 @@ int sup_gen_new(molt_config_t *cfg, sup_gen_t **out, char *err, size_t errlen)
     uuid_t u;
     uuid_generate(u);
     uuid_unparse_lower(u, gen->id);
+    /* Whom the workers will run as: known before anything is copied. */
+    if (sup_ident_resolve(cfg, &gen->ident, err, errlen) < 0) {
+        rc = -EINVAL;
+        goto fail;
+    }
     /* Prepare: the workers will load these copies and nothing else. */
     rc = sup_gendir_create(cfg, gen->id, &gen->dir, &nfiles, &nbytes, err, errlen);
     if (rc < 0)
         goto fail;
+    /* Readable by the workers' group only when they are not moltd's user. */
+    if (gen->ident.drop && (rc = sup_gendir_share(gen->dir, gen->ident.gid, err, errlen)) < 0) {
+        sup_gendir_remove(gen->dir);
+        free(gen->dir);
+        goto fail;
+    }
     gen->number = ++S.next_gen;
     gen->cfg = cfg;
     gen->nworkers = cfg->workers;
@@ -83,6 +95,8 @@ int sup_gen_new(molt_config_t *cfg, sup_gen_t **out, char *err, size_t errlen)
     *out = gen;
     return 0;
 fail:
+    if (gen)
+        sup_ident_free(&gen->ident);
     free(gen);
     return rc;
 }
@@ -127,6 +141,7 @@ void sup_gen_free(sup_gen_t *gen)
     free(gen->dir);
     molt_config_free(gen->cfg);
     json_decref(gen->plugins);
+    sup_ident_free(&gen->ident);
     free(gen);
 }
 
@@ -200,6 +215,7 @@ static int proc_spawn(sup_proc_t *p)
             .gen = gen->number,
             .gen_id = gen->id,
             .plugin_dir = gen->dir,
+            .ident = &gen->ident,
             /* A reload's new worker, or one respawned into a paused generation,
              * accepts only once told to (RESUME). */
             .standby = gen->paused || p->catchup || (S.state != SUP_BOOTING && gen->state == SUP_GEN_STARTING),
@@ -281,6 +297,23 @@ static void gen_on_kill_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     if (n)
         molt_warn("generation %llu: %u worker%s still running at the stop deadline; killed",
                   (unsigned long long)gen->number, n, n == 1 ? "" : "s");
+}
+
+unsigned sup_procs_send_log_fd(int fd)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state == SUP_W_EMPTY || p->chan < 0 || p->pid <= 0)
+            continue;
+        int rc = molt_chan_send(p->chan, MOLT_MSG_LOG_FD, NULL, &fd, 1);
+        if (rc < 0)
+            molt_warn("worker %u (pid %d): sending the reopened log file failed: %s", p->slot, (int)p->pid,
+                      strerror(-rc));
+        else
+            n++;
+    }
+    return n;
 }
 
 void sup_gen_activate(sup_gen_t *gen)

@@ -146,6 +146,12 @@ static int rollback_config(molt_config_t **out, char *err, size_t len)
     return 0;
 }
 
+/* Both NULL, or equal strings. */
+static bool same_string(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 static sup_rl_event_t reload_prepare(void)
 {
     char err[2048];
@@ -168,12 +174,21 @@ static sup_rl_event_t reload_prepare(void)
         molt_config_free(cfg);
         return SUP_RLE_FAIL;
     }
+    /* Bound at start like control.socket: the socket's group, the file moltd's stderr is. */
+    if (!same_string(cfg->control_group, S.active->cfg->control_group) ||
+        !same_string(cfg->log_file, S.active->cfg->log_file)) {
+        snprintf(R.reason, sizeof(R.reason), "%s: %s: changing it needs a restart", cfg->path,
+                 same_string(cfg->log_file, S.active->cfg->log_file) ? "control.group" : "log.file");
+        molt_config_free(cfg);
+        return SUP_RLE_FAIL;
+    }
     if (sup_gen_new(cfg, &R.gen, err, sizeof(err)) < 0) {
         snprintf(R.reason, sizeof(R.reason), "%s", err);
         molt_config_free(cfg);
         return SUP_RLE_FAIL;
     }
     molt_log_set_level((molt_log_level_t)cfg->log_level);
+    molt_log_set_json(cfg->log_format == MOLT_LOG_FORMAT_JSON);
     return SUP_RLE_OK;
 }
 

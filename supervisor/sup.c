@@ -21,6 +21,7 @@
 #include "shared/log.h"
 #include "shared/util.h"
 #include "supervisor/gendir.h"
+#include "supervisor/ident.h"
 #include "supervisor/slots.h"
 #include "supervisor/sibling.h"
 #include "supervisor/sup.h"
@@ -160,9 +161,22 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         molt_notice("SIGHUP: reload requested");
         sup_reload_request(NULL, NULL);
         break;
-    case SIGUSR1:
-        molt_info("SIGUSR1: logs go to stderr; nothing to reopen");
+    case SIGUSR1: {
+        /* Log rotation: the file was renamed; write to a new one at the path. */
+        if (!molt_log_file()) {
+            molt_info("SIGUSR1: no log.file, logs go to stderr; nothing to reopen");
+            break;
+        }
+        int rc = molt_log_reopen();
+        if (rc < 0) {
+            molt_error("SIGUSR1: reopening log.file %s failed: %s; still writing to the file open before",
+                       molt_log_file(), strerror(-rc));
+            break;
+        }
+        unsigned n = sup_procs_send_log_fd(STDERR_FILENO);
+        molt_notice("SIGUSR1: log.file %s reopened; %u worker%s told", molt_log_file(), n, n == 1 ? "" : "s");
         break;
+    }
     }
 }
 
@@ -186,6 +200,7 @@ int sup_run(const char *config_path)
 {
     char err[2048];
     molt_config_t *cfg = NULL;
+    int rc;
     memset(&S, 0, sizeof(S));
     S.ctl_fd = -1;
     S.config_arg = config_path;
@@ -198,7 +213,25 @@ int sup_run(const char *config_path)
         return MOLT_EXIT_FAILURE;
     }
     molt_log_set_level((molt_log_level_t)cfg->log_level);
+    molt_log_set_json(cfg->log_format == MOLT_LOG_FORMAT_JSON);
+    molt_log_detect_journal();
+    /* log.file becomes stderr, before anything else is logged: workers inherit it. */
+    if (cfg->log_file && (rc = molt_log_open_file(cfg->log_file)) < 0) {
+        molt_crit("cannot start: %s: log.file: open(%s) failed: %s", cfg->path, cfg->log_file, strerror(-rc));
+        molt_config_free(cfg);
+        return MOLT_EXIT_FAILURE;
+    }
     molt_notice("moltd %s starting (pid %d, config %s)", MOLT_VERSION, (int)getpid(), cfg->path);
+    /* user / group: a config error now rather than after binding anything. */
+    molt_worker_ident_t ident;
+    if (sup_ident_resolve(cfg, &ident, err, sizeof(err)) < 0) {
+        molt_crit("cannot start: %s: %s", cfg->path, err);
+        molt_config_free(cfg);
+        return MOLT_EXIT_FAILURE;
+    }
+    bool private_runtime = !ident.drop && !cfg->control_group;
+    sup_ident_free(&ident);
+    bool runtime_missing = access(cfg->runtime_dir, F_OK) < 0 && errno == ENOENT;
 
     /* Before the control socket, which lives there by default. */
     if (sup_gendir_check_runtime(cfg->runtime_dir, true, err, sizeof(err)) < 0) {
@@ -206,6 +239,13 @@ int sup_run(const char *config_path)
         molt_config_free(cfg);
         return MOLT_EXIT_FAILURE;
     }
+    /* Created 0700. Workers of another user must pass through it to their
+     * generation's directory, and control.group's members to the control
+     * socket: 0711 lets them through without listing it; what is inside
+     * guards itself (gen-* 0750 root:group, the socket's mode and peer check). */
+    if (runtime_missing && !private_runtime && chmod(cfg->runtime_dir, 0711) < 0)
+        molt_warn("chmod(%s, 0711) failed: %s; workers of user %s may not reach their plugins", cfg->runtime_dir,
+                  strerror(errno), cfg->user ? cfg->user : "?");
     S.loop = ev_default_loop(EVFLAG_AUTO);
     if (!S.loop) {
         molt_crit("cannot start: ev_default_loop() failed");
@@ -276,9 +316,19 @@ int sup_check(const char *config_path)
         return MOLT_EXIT_FAILURE;
     }
     int rc = MOLT_EXIT_FAILURE;
+    molt_worker_ident_t ident = {0};
     /* What a start would refuse before forking anything: runtime_dir, file
      * types, modes, owners, sha256 pins. Nothing is created. */
     if (sup_gendir_check(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "moltd: %s: %s\n", cfg->path, err);
+        fprintf(stderr, "moltd: configuration %s test failed\n", config_path);
+        goto out;
+    }
+    /* Names that must exist, ids moltd must be able to take; the plugins
+     * below are loaded as the workers' user, as a start would. */
+    gid_t ctl_gid;
+    if (sup_ident_resolve(cfg, &ident, err, sizeof(err)) < 0 ||
+        (cfg->control_group && sup_ident_group(cfg->control_group, &ctl_gid, err, sizeof(err)) < 0)) {
         fprintf(stderr, "moltd: %s: %s\n", cfg->path, err);
         fprintf(stderr, "moltd: configuration %s test failed\n", config_path);
         goto out;
@@ -300,7 +350,8 @@ int sup_check(const char *config_path)
         int no_listeners[MOLT_CONFIG_MAX_LISTEN];
         for (size_t i = 0; i < MOLT_CONFIG_MAX_LISTEN; i++)
             no_listeners[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        molt_worker_boot_t boot = {.cfg = cfg, .chan_fd = sv[1], .listen_fds = no_listeners, .check_only = 1};
+        molt_worker_boot_t boot = {
+            .cfg = cfg, .chan_fd = sv[1], .listen_fds = no_listeners, .check_only = 1, .ident = &ident};
         wrk_main(&boot);
     }
     close(sv[1]);
@@ -370,6 +421,7 @@ int sup_check(const char *config_path)
         fprintf(stderr, "moltd: configuration %s test failed\n", config_path);
     }
 out:
+    sup_ident_free(&ident);
     sup_slots_free();
     molt_config_free(cfg);
     return rc;

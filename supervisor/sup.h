@@ -18,6 +18,7 @@
 
 #include "shared/chan.h"
 #include "shared/config.h"
+#include "shared/entry.h"
 #include "supervisor/backoff.h"
 
 /* Active generation plus draining ones, each up to the worker maximum. */
@@ -52,6 +53,7 @@ typedef struct sup_gen {
                             * from a live sibling (from READY) */
     uint64_t created_ms;   /* wall clock */
     unsigned nprocs;       /* process-table entries still held by this generation */
+    molt_worker_ident_t ident; /* whom its workers run as (config user / group, resolved) */
 } sup_gen_t;
 
 typedef enum sup_wstate {
@@ -150,6 +152,9 @@ json_t *sup_procs_json(void);
 void sup_on_gen_ready(sup_gen_t *gen);
 void sup_on_gen_failed(sup_gen_t *gen, const char *reason);
 void sup_on_proc_gone(void);
+
+/* Hands fd (the reopened log file) to every running worker (LOG_FD); how many got it. */
+unsigned sup_procs_send_log_fd(int fd);
 
 /* Tells every live worker of gen that a reload committed its generation. */
 void sup_gen_activate(sup_gen_t *gen);

@@ -30,6 +30,7 @@
 #include "worker/http.h"
 #include "worker/pipeline.h"
 #include "worker/plugins.h"
+#include "worker/privs.h"
 #include "worker/router.h"
 #include "worker/sibling.h"
 #include "worker/txn.h"
@@ -474,6 +475,14 @@ static void on_chan(struct ev_loop *loop, ev_io *w, int revents)
             wrk_handoff_on_restore(&msg);
         } else if (msg.type == MOLT_MSG_DUMP) {
             wrk_handoff_on_dump(&msg);
+        } else if (msg.type == MOLT_MSG_LOG_FD && msg.nfds == 1) {
+            /* The supervisor reopened the log file (SIGUSR1): lines go there from now on. */
+            int lrc = molt_log_adopt_fd(msg.fds[0]);
+            msg.fds[0] = -1;
+            if (lrc < 0)
+                molt_error("taking the reopened log file as stderr failed: %s", strerror(-lrc));
+            else
+                molt_info("log file reopened");
         } else {
             molt_warn("unexpected %s message from the supervisor; ignored", molt_msg_type_name(msg.type));
         }
@@ -532,6 +541,16 @@ void wrk_main(const molt_worker_boot_t *boot)
         _exit(MOLT_EXIT_FATAL);
     }
     molt_fd_set_nonblock(W.chan, true);
+
+    /* Before any plugin code runs: config user / group (worker/privs.h). */
+    {
+        wrk_load_error_t perr = {.phase = "privileges"};
+        if (wrk_privs_drop(boot->ident, boot->plugin_dir, perr.reason, sizeof(perr.reason)) < 0) {
+            molt_crit("cannot start: %s", perr.reason);
+            send_fail(&perr);
+            _exit(MOLT_EXIT_FATAL);
+        }
+    }
 
     /* A fresh loop of our own: the supervisor's default loop, inherited in
      * memory, is never touched here. */

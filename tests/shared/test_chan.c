@@ -994,6 +994,7 @@ START_TEST(test_type_names)
     ck_assert_str_eq(molt_msg_type_name(MOLT_MSG_STOP), "STOP");
     ck_assert_str_eq(molt_msg_type_name(MOLT_MSG_NONE), "?");
     ck_assert_str_eq(molt_msg_type_name(MOLT_MSG_LOADING), "LOADING");
+    ck_assert_str_eq(molt_msg_type_name(MOLT_MSG_LOG_FD), "LOG_FD");
     ck_assert_str_eq(molt_msg_type_name(8), "?"); /* a gap in the numbering */
     ck_assert_str_eq(molt_msg_type_name(MOLT_MSG_TYPE_COUNT), "?");
     ck_assert_str_eq(molt_msg_type_name(0xffffffffu), "?");

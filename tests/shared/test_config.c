@@ -198,6 +198,8 @@ START_TEST(test_defaults)
     ck_assert_str_eq(cfg->runtime_dir, "/run/molt");
     ck_assert_str_eq(cfg->control_socket, "/run/molt/control.sock");
     ck_assert_uint_eq(cfg->control_mode, 0660);
+    ck_assert_ptr_null(cfg->control_group);
+    ck_assert_ptr_null(cfg->log_file);
     ck_assert_ptr_null(cfg->user);
     ck_assert_ptr_null(cfg->group);
     ck_assert_uint_eq(cfg->nplugin_path, 1);
@@ -231,7 +233,7 @@ static const char full_json[] =
     " 'listen': [{'name': 'pub', 'address': '0.0.0.0:80', 'backlog': 128},"
     "            {'address': '[::1]:8443'},"
     "            {'name': 'any', 'address': '*:8081', 'backlog': 65535}],"
-    " 'control': {'socket': 'ctl/c.sock', 'mode': '0600'},"
+    " 'control': {'socket': 'ctl/c.sock', 'mode': '0600', 'group': 'molt-ops'},"
     " 'runtime_dir': '/var/tmp/molt-test',"
     " 'user': 'www-data', 'group': 'www',"
     " 'plugin_path': ['.'],"
@@ -248,7 +250,7 @@ static const char full_json[] =
     "                       'stable_ms': 0, 'max_error_rate': 0.125},"
     "            'idle_grace_ms': 0, 'drain_timeout_ms': 3600000,"
     "            'keep_generations': 100, 'on_restore_error': 'fresh'},"
-    " 'log': {'level': 'warn', 'format': 'json'}}";
+    " 'log': {'level': 'warn', 'format': 'json', 'file': 'logs/molt.log'}}";
 
 START_TEST(test_full)
 {
@@ -276,6 +278,7 @@ START_TEST(test_full)
 
     ck_assert_str_eq(cfg->control_socket, sock);
     ck_assert_uint_eq(cfg->control_mode, 0600);
+    ck_assert_str_eq(cfg->control_group, "molt-ops");
     ck_assert_str_eq(cfg->runtime_dir, "/var/tmp/molt-test");
     ck_assert_str_eq(cfg->user, "www-data");
     ck_assert_str_eq(cfg->group, "www");
@@ -327,6 +330,9 @@ START_TEST(test_full)
     ck_assert_int_eq(cfg->reload.on_restore_error, MOLT_RESTORE_FRESH);
     ck_assert_int_eq(cfg->log_level, MOLT_LOG_WARN);
     ck_assert_int_eq(cfg->log_format, MOLT_LOG_FORMAT_JSON);
+    char *logf = fx_path("logs/molt.log"); /* relative to the config's directory */
+    ck_assert_str_eq(cfg->log_file, logf);
+    free(logf);
     molt_config_free(cfg);
     free(hello);
     free(world);
@@ -718,7 +724,7 @@ static const struct bad_case {
     {"{'listen': [{'address': '127.0.0.1:8080', 'port': 80}]}", ": listen[0].port: unknown key", NULL},
     {"{" L ", 'control': {'owner': 'root'}}", ": control.owner: unknown key", NULL},
     {"{" L ", 'http': {'max_headers': 1}}", ": http.max_headers: unknown key", NULL},
-    {"{" L ", 'log': {'file': 'x'}}", ": log.file: unknown key", NULL},
+    {"{" L ", 'log': {'path': 'x'}}", ": log.path: unknown key", NULL},
     {"{" L ", 'plugins': [{'name': 'h', 'file': 'hello.so', 'pin': 'x'}]}", ": plugins[0].pin: unknown key",
      NULL},
     {"{" L ", 'routes': [{'prefix': '/', 'plugin': 'h', 'host': 'x'}]}", ": routes[0].host: unknown key",
@@ -895,6 +901,9 @@ static const struct bad_case {
     {"{" L ", 'log': {'level': 'INFO'}}", ": log.level: 'INFO': must be one of", NULL},
     {"{" L ", 'log': {'format': 'xml'}}", ": log.format: 'xml': must be 'text' or 'json'", NULL},
     {"{" L ", 'log': {'format': 1}}", ": log.format: must be a string", NULL},
+    {"{" L ", 'log': {'file': 1}}", ": log.file: must be a string", NULL},
+    {"{" L ", 'control': {'group': 5}}", ": control.group: must be a group name or null", NULL},
+    {"{" L ", 'control': {'group': ''}}", ": control.group: must be a group name or null", NULL},
 };
 
 START_TEST(test_invalid)
