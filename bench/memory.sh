@@ -43,6 +43,8 @@
 # Quick smoke (about 30 s): BENCH_MEMORY_RELOADS=5 BENCH_MEMORY_WARMUP=1 bench/memory.sh
 # Full run (about 2 minutes): bench/memory.sh
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RELOADS=${BENCH_MEMORY_RELOADS:-100}
 KV_MB=${BENCH_MEMORY_KV_MB:-10}
@@ -50,20 +52,12 @@ WARM=${BENCH_MEMORY_WARMUP:-2}
 KV_VALUE=40000
 SAMPLE_EVERY=10
 
-[[ $RELOADS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_MEMORY_RELOADS must be a positive integer" >&2; exit 2; }
-[[ $KV_MB =~ ^[0-9]+$ ]] || { echo "BENCH_MEMORY_KV_MB must be a non-negative integer" >&2; exit 2; }
-[[ $WARM =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_MEMORY_WARMUP must be a positive integer" >&2; exit 2; }
+need_int BENCH_MEMORY_RELOADS "$RELOADS" 1
+need_int BENCH_MEMORY_KV_MB "$KV_MB" 0
+need_int BENCH_MEMORY_WARMUP "$WARM" 1
 
-CALLER_PWD=$PWD
-abspath() { case $1 in /*) echo "$1" ;; *) echo "$CALLER_PWD/$1" ;; esac; }
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=$(abspath "${BENCH_OUT:-$ROOT/bench/RESULTS-memory.md}")
-DATA=
-if [[ -n ${BENCH_DATA:-} ]]; then DATA=$(abspath "$BENCH_DATA"); fi
-cd "$ROOT"
-
-log() { printf '[memory] %s\n' "$*" >&2; }
-die() { printf '[memory] error: %s\n' "$*" >&2; exit 1; }
+bench_init memory
+out_data memory
 
 # --- dependencies, build ---------------------------------------------------------
 # shellcheck source=../scripts/deps.sh
@@ -71,96 +65,19 @@ source scripts/deps.sh
 MOLT_DEPS+=(nginx-light haproxy python3 procps)
 molt_install_deps
 
-BUILD_CMDS=(
-    "cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF"
-    "cmake --build build-bench -j2"
-)
-log "building molt (Release) into build-bench/"
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j2 >/dev/null || {
-    cmake --build build-bench -j1 2>&1 | tail -n 30 >&2
-    die "build failed"
-}
-MOLTD=$ROOT/build-bench/moltd
-MOLTCTL=$ROOT/build-bench/moltctl
-[[ -x $MOLTD && -x $MOLTCTL && -f build-bench/plugins/hello.so && -f build-bench/plugins/kv.so ]] ||
-    die "build produced no moltd, moltctl, plugins/hello.so or plugins/kv.so"
+build_molt moltd moltctl plugins/hello.so plugins/kv.so
 HAPROXY=$(command -v haproxy) # absolute: the master re-executes itself on reload
 NGINX=$(command -v nginx)
 
 # --- temp dir, cleanup -------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/molt-memory.XXXXXX")
-PIDS=()
-HELPER_PID=
-
-descendants() { # all descendants of a pid, by parent pid (never by name)
-    local kids k
-    kids=$(pgrep -P "$1" || true)
-    for k in $kids; do
-        echo "$k"
-        descendants "$k"
-    done
-}
-
-stop_tree() { # pid...: TERM each and its descendants, wait up to 5 s, then KILL
-    local p all=() i alive
-    for p in "$@"; do
-        kill -0 "$p" 2>/dev/null || continue
-        all+=("$p")
-        mapfile -t -O "${#all[@]}" all < <(descendants "$p")
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    for p in "$@"; do wait "$p" 2>/dev/null || true; done
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [[ -n ${HELPER_PID:-} ]]; then kill -TERM "$HELPER_PID" 2>/dev/null || true; fi
-    if ((${#PIDS[@]})); then stop_tree "${PIDS[@]}"; fi
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
-        log "temp dir kept: $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-run_helper() { # runs a foreground command as a tracked child (stopped on exit)
-    "$@" &
-    HELPER_PID=$!
-    local rc=0
-    wait "$HELPER_PID" || rc=$?
-    HELPER_PID=
-    return "$rc"
-}
+bench_tmp molt-memory
 
 SERVERS=(molt)
 if ((KV_MB > 0)); then SERVERS+=(molt-kv); fi
 SERVERS+=(nginx haproxy)
 
 # shellcheck disable=SC2034 # read through port_of
-read -r PORT_molt PORT_moltkv PORT_nginx PORT_haproxy < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(4):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-PY
-)
-port_of() { local v="PORT_${1//-/}"; echo "${!v}"; }
+read -r PORT_molt PORT_molt_kv PORT_nginx PORT_haproxy < <(free_ports 4)
 
 # --- configs -------------------------------------------------------------------------
 molt_conf() { # server -> $TMP/server/molt.json
@@ -176,53 +93,16 @@ molt_conf() { # server -> $TMP/server/molt.json
         routes="{\"prefix\": \"/kv/\", \"plugin\": \"kv\"}, $routes"
         reload="\"handoff_timeout_ms\": 60000, $reload"
     fi
-    cat >"$dir/molt.json" <<EOF
-{
-  "workers": 2,
-  "listen": [{"name": "http", "address": "127.0.0.1:$(port_of "$s")", "backlog": 4096}],
-  "control": {"socket": "$dir/run/control.sock", "mode": "0600"},
-  "runtime_dir": "$dir/run",
-  "plugin_path": ["$ROOT/build-bench/plugins"],
-  "plugins": [
-    $plugins
-  ],
-  "routes": [$routes],
-  "reload": {$reload},
-  "log": {"level": "warn", "format": "text"}
-}
-EOF
+    molt_config "$dir" "$(port_of "$s")" 2 "$ROOT/build-bench/plugins" $'\n    '"$plugins"$'\n  ' \
+        "$routes" "$reload" >"$dir/molt.json"
     "$MOLTD" -c "$dir/molt.json" -t >"$dir/check.log" 2>&1 ||
         { cat "$dir/check.log" >&2; die "moltd -t rejected $dir/molt.json"; }
 }
 
 nginx_conf() {
-    local dir=$TMP/nginx user=""
+    local dir=$TMP/nginx
     mkdir -p "$dir/tmp"
-    # A master started as root switches its workers to "nobody"; keep them as us.
-    if [[ $(id -u) -eq 0 ]]; then user="user $(id -un) $(id -gn);"; fi
-    cat >"$dir/nginx.conf" <<EOF
-$user
-worker_processes 2;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log notice;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    server {
-        listen 127.0.0.1:$PORT_nginx backlog=4096;
-        location / { return 200 "hello\n"; }
-    }
-}
-EOF
+    nginx_config "$PORT_nginx" hello notice >"$dir/nginx.conf"
     "$NGINX" -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -t -q 2>"$dir/check.log" ||
         { cat "$dir/check.log" >&2; die "nginx -t rejected $dir/nginx.conf"; }
 }
@@ -230,24 +110,7 @@ EOF
 haproxy_conf() {
     local dir=$TMP/haproxy
     mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 2
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-request 10s
-    timeout http-keep-alive 60s
-
-frontend hello
-    bind 127.0.0.1:$PORT_haproxy
-    http-request return status 200 content-type text/plain string "hello\n"
-EOF
+    haproxy_config "$PORT_haproxy" hello >"$dir/haproxy.cfg"
     "$HAPROXY" -c -q -f "$dir/haproxy.cfg" >"$dir/check.log" 2>&1 ||
         { cat "$dir/check.log" >&2; die "haproxy -c rejected $dir/haproxy.cfg"; }
 }
@@ -260,7 +123,7 @@ server_cmd() { # server -> argv, one per line
     esac
 }
 workers_of() { case $1 in haproxy) echo 1 ;; *) echo 2 ;; esac; }
-log_of() { case $1 in nginx) echo "$TMP/nginx/error.log" ;; *) echo "$TMP/$1/stderr.log" ;; esac; }
+log_of() { case $1 in nginx) echo nginx/error.log ;; *) echo "$1/stderr.log" ;; esac; } # in $TMP
 
 for s in "${SERVERS[@]}"; do
     case $s in
@@ -276,19 +139,7 @@ done
 # mem.py kv PORT fill|check MB VALUE
 cat >"$TMP/mem.py" <<'PY'
 import http.client, json, os, signal, subprocess, sys, time
-
-def children(pid):
-    kids = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    s = f.read()
-            except OSError:
-                continue
-            if int(s[s.rindex(")") + 2:].split()[1]) == pid:
-                kids.add(int(d))
-    return kids
+from lib import children, committed, kv_check, kv_keys, kv_value, reloaded
 
 def mem(pid):
     m = {"pid": pid}
@@ -373,28 +224,12 @@ elif cmd == "reloads":
             rec = {"i": i}
             if server.startswith("molt"):
                 p = subprocess.run([moltctl, "-s", sock, "reload", "--json"], capture_output=True, text=True)
-                try:
-                    o = json.loads(p.stdout)
-                except ValueError:
-                    sys.exit(f"{server}: reload {i}: moltctl exited {p.returncode} without JSON: {p.stdout!r} {p.stderr!r}")
-                if p.returncode != 0 or not o.get("ok") or o.get("result") != "committed":
-                    sys.exit(f"{server}: reload {i} DID NOT COMMIT: {o.get('result')} in phase {o.get('phase')}: "
-                             f"{o.get('reason') or o.get('error')}")
+                o = committed(p, f"{server}: reload {i}")
                 rec.update({"ms": o["ms"], "generation": o.get("generation"),
                             "handoff_bytes": (o.get("handoff") or {}).get("bytes")})
             else:
                 os.kill(master, signal.SIGHUP if server == "nginx" else signal.SIGUSR2)
-            while True:
-                try:
-                    os.kill(master, 0)
-                except ProcessLookupError:
-                    sys.exit(f"{server}: the master died during reload {i}")
-                now = children(master)
-                if len(now) == nworkers and not (now & old):
-                    break
-                if time.perf_counter() - t0 > 30:
-                    sys.exit(f"{server}: reload {i} not finished after 30 s: workers now {sorted(now)}, before {sorted(old)}")
-                time.sleep(0.002)
+            reloaded(master, old, nworkers, t0, f"{server}: reload {i}")
             rec["done_ms"] = (time.perf_counter() - t0) * 1e3
             f.write(json.dumps(rec) + "\n")
             if i % every == 0 or i == count:
@@ -407,10 +242,9 @@ elif cmd == "reloads":
 
 elif cmd == "kv":
     port, what, mb, vsize = int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    n = (mb * 1000 * 1000 + vsize - 1) // vsize
+    n = kv_keys(mb, vsize)
     def value(i):
-        head = b"%08d:" % i
-        return (head * (vsize // len(head) + 1))[:vsize]
+        return kv_value(i, vsize)
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     if what == "fill":
         for i in range(n):
@@ -420,20 +254,16 @@ elif cmd == "kv":
                 sys.exit(f"kv: PUT key{i:06d}: {r.status}")
         print(f"    kv filled: {n} keys of {vsize} bytes", file=sys.stderr)
     else:
-        c.request("GET", "/kv/"); r = c.getresponse(); keys = json.loads(r.read())
-        if r.status != 200 or len(keys) != n:
-            sys.exit(f"kv: lists {len(keys)} keys, expected {n}")
-        bad = 0
-        for i in range(n):
-            c.request("GET", "/kv/key%06d" % i); r = c.getresponse(); body = r.read()
-            bad += r.status != 200 or body != value(i)
-        if bad:
-            sys.exit(f"kv: {bad} of {n} values differ after the reloads")
+        kv_check(c, n, vsize)
         print(f"    kv: all {n} keys read back equal", file=sys.stderr)
         print(n)
 PY
 
 # --- the runs ----------------------------------------------------------------------------
+up() { # server pid: answers hello with all its workers there
+    answers "http://127.0.0.1:$(port_of "$1")/" hello && (($(pgrep -c -P "$2" || true) == $(workers_of "$1")))
+}
+
 warmup() { # server when
     local s=$1 f=$TMP/$1/warmup.$2.txt
     run_helper wrk -t2 -c16 -d"${WARM}s" "http://127.0.0.1:$(port_of "$s")/" >"$f" || die "wrk failed against $s"
@@ -448,21 +278,10 @@ for s in "${SERVERS[@]}"; do
     sock=$TMP/$s/run/control.sock
     [[ $s == molt* ]] || sock=$TMP/$s/none.sock
     log "$s: starting"
-    "${cmd[@]}" >"$TMP/$s/stdout.log" 2>"$TMP/$s/stderr.log" </dev/null &
-    pid=$!
-    PIDS+=("$pid")
+    start "$s" "${cmd[@]}"
+    pid=$(pid_of "$s")
     echo "$pid" >"$TMP/$s/pid"
-    ready=0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$TMP/$s/stderr.log" >&2; die "$s exited during startup"; }
-        if [[ $(curl -fsS --max-time 1 "http://127.0.0.1:$(port_of "$s")/" 2>/dev/null) == hello ]] &&
-            (($(pgrep -c -P "$pid" || true) == $(workers_of "$s"))); then
-            ready=1
-            break
-        fi
-        sleep 0.1
-    done
-    ((ready)) || { tail -n 20 "$TMP/$s/stderr.log" >&2; die "$s not ready after 10 s"; }
+    wait_ready "$s" "$s" ready up "$s" "$pid"
     if [[ $s == molt-kv ]]; then
         run_helper python3 "$TMP/mem.py" kv "$(port_of "$s")" fill "$KV_MB" "$KV_VALUE"
     fi
@@ -482,27 +301,20 @@ for s in "${SERVERS[@]}"; do
         "$MOLTCTL" -s "$sock" status >"$TMP/$s/status.txt" 2>&1 || true
     fi
     kill -0 "$pid" 2>/dev/null || die "$s died"
-    stop_tree "$pid"
-    keep=()
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
+    stop_server "$pid"
 done
 
 # --- report ---------------------------------------------------------------------------------
-cmdline() { local c; c=$(printf '%q ' "$@"); echo "${c% }"; }
-rel() { sed -e "s|$TMP|\$TMP|g" -e "s|$ROOT|\$REPO|g"; }
 {
-    echo "- Date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "- Machine: $(nproc) CPU(s), $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); kernel $(uname -sr); $(awk '/MemTotal/ { printf "%.1f GB", $2 / 1048576 }' /proc/meminfo) RAM; page size $(getconf PAGESIZE) B"
-    echo "- molt: \`$("$MOLTD" --version)\` (git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . ':(exclude)bench' 2>/dev/null || echo ', with uncommitted changes outside bench/')), Release build; glibc $(getconf GNU_LIBC_VERSION | cut -d' ' -f2)"
-    echo "- nginx: \`$("$NGINX" -v 2>&1)\`"
-    echo "- HAProxy: \`$("$HAPROXY" -v | head -n 1)\`"
-    echo "- wrk: \`$(wrk -v 2>&1 | head -n 1 || true)\`"
+    meta_date
+    meta_machine "; $(ram_gb) RAM; page size $(getconf PAGESIZE) B"
+    meta_molt "" "; glibc $(getconf GNU_LIBC_VERSION | cut -d' ' -f2)"
+    meta_peers
 } >"$TMP/meta.md"
 # Markdown wants literal backticks inside single-quoted formats.
 # shellcheck disable=SC2016
 {
-    printf 'Build:\n\n```\n%s\n%s\n```\n\n' "${BUILD_CMDS[0]}" "${BUILD_CMDS[1]}"
+    md_build
     printf 'Servers, one at a time (`$TMP` is a fresh `mktemp -d`, `$REPO` the checkout):\n\n```\n'
     for s in "${SERVERS[@]}"; do
         mapfile -t cmd < <(server_cmd "$s")
@@ -515,31 +327,24 @@ rel() { sed -e "s|$TMP|\$TMP|g" -e "s|$ROOT|\$REPO|g"; }
     printf '```\n\nWarm-up before each snapshot: `wrk -t2 -c16 -d%ss http://127.0.0.1:PORT/`, then 1 s of rest.\n\n' "$WARM"
     for s in "${SERVERS[@]}"; do
         case $s in
-            molt | molt-kv) printf '%s config:\n\n```json\n' "$s"; rel <"$TMP/$s/molt.json" ;;
-            nginx) printf 'nginx config:\n\n```nginx\n'; rel <"$TMP/nginx/nginx.conf" ;;
-            haproxy) printf 'HAProxy config:\n\n```\n'; rel <"$TMP/haproxy/haproxy.cfg" ;;
+            molt | molt-kv) fence "$s config" "$TMP/$s/molt.json" json | rel ;;
+            nginx) fence 'nginx config' "$TMP/nginx/nginx.conf" nginx | rel ;;
+            haproxy) fence 'HAProxy config' "$TMP/haproxy/haproxy.cfg" | rel ;;
         esac
-        printf '```\n\n'
     done
     for s in "${SERVERS[@]}"; do
         if [[ -f $TMP/$s/status.txt ]]; then
-            printf '`moltctl status` of %s at the end:\n\n```\n' "$s"
-            rel <"$TMP/$s/status.txt"
-            printf '```\n\n'
+            fence "\`moltctl status\` of $s at the end" "$TMP/$s/status.txt" | rel
         fi
     done
     printf 'Server logs (last 10 lines each; molt at level warn, nginx at notice):\n\n'
-    for s in "${SERVERS[@]}"; do
-        f=$(log_of "$s")
-        printf '`%s` (%s lines):\n\n```\n' "${f#"$TMP"/}" "$(wc -l <"$f")"
-        tail -n 10 "$f" | rel
-        printf '```\n\n'
-    done
+    for s in "${SERVERS[@]}"; do log_tails 10 "$(log_of "$s")"; done
 } >"$TMP/how.md"
 
 python3 - "$TMP" "$OUT" "$DATA" "$RELOADS" "$KV_MB" "$KV_VALUE" "$SAMPLE_EVERY" "${SERVERS[@]}" <<'PY'
-import json, os, statistics, sys
+import json, statistics, sys
 from pathlib import Path
+import lib
 
 tmp, out, data = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 reloads, kv_mb, kv_value, every = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
@@ -651,9 +456,7 @@ process on the machine), so compare Pss within a run; "private" does not depend 
 ## How it was run
 
 {how}"""
-Path(out).parent.mkdir(parents=True, exist_ok=True)
-Path(out + ".tmp").write_text(doc)
-os.replace(out + ".tmp", out)
+lib.write_atomic(out, doc)
 
 if data:
     Path(data).mkdir(parents=True, exist_ok=True)

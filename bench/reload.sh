@@ -23,6 +23,8 @@
 #
 # Quick smoke: BENCH_DURATION=3 BENCH_RELOADS=3 BENCH_LAT_RELOADS=2 BENCH_BASELINE_DURATION=1 bench/reload.sh
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DUR=${BENCH_DURATION:-20}
 NRELOADS=${BENCH_RELOADS:-40}
@@ -38,112 +40,26 @@ SERVERS=(molt nginx haproxy)
 BODY1="hello 1"
 BODY2="hello 2"
 
-[[ $DUR =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_DURATION must be a positive integer" >&2; exit 2; }
-[[ $NRELOADS =~ ^[0-9]+$ ]] || { echo "BENCH_RELOADS must be a non-negative integer" >&2; exit 2; }
-[[ $LAT_RELOADS =~ ^[0-9]+$ ]] || { echo "BENCH_LAT_RELOADS must be a non-negative integer" >&2; exit 2; }
-[[ $BASE_DUR =~ ^[0-9]+$ ]] || { echo "BENCH_BASELINE_DURATION must be a non-negative integer" >&2; exit 2; }
+need_int BENCH_DURATION "$DUR" 1
+need_int BENCH_RELOADS "$NRELOADS" 0
+need_int BENCH_LAT_RELOADS "$LAT_RELOADS" 0
+need_int BENCH_BASELINE_DURATION "$BASE_DUR" 0
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-BUILD=$ROOT/build-bench
+bench_init reload
 OUT=${BENCH_OUT:-$ROOT/bench/RESULTS-reload.md}
 
-log() { printf '[reload] %s\n' "$*" >&2; }
-die() { printf '[reload] error: %s\n' "$*" >&2; exit 1; }
-
 # --- dependencies --------------------------------------------------------------
-PKGS=(nginx-light haproxy wrk curl procps python3 cmake gcc pkg-config libev-dev uuid-dev
-      libmsgpack-dev libjansson-dev check libhttp-parser-dev)
-missing=()
-for p in "${PKGS[@]}"; do
-    if [[ $p == python3 ]] && command -v python3 >/dev/null; then continue; fi
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [[ $st == installed ]] || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "installing: ${missing[*]}"
-    SUDO=()
-    if [[ $(id -u) -ne 0 ]]; then SUDO=(sudo); fi
-    "${SUDO[@]}" apt-get update
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-else
-    log "all packages present, skipping apt"
-fi
+install_bench_pkgs
 
 # --- build ---------------------------------------------------------------------
-BUILD_CMDS=(
-    "cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF"
-    "cmake --build build-bench -j2"
-)
-log "building molt (Release) into build-bench/"
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j2 >/dev/null || {
-    cmake --build build-bench -j1 2>&1 | tail -n 30 >&2
-    die "build failed"
-}
-MOLTD=$BUILD/moltd
-MOLTCTL=$BUILD/moltctl
-[[ -x $MOLTD && -x $MOLTCTL && -f $BUILD/plugins/hello.so ]] ||
-    die "build produced no moltd, moltctl or plugins/hello.so"
+build_molt moltd moltctl plugins/hello.so
 HAPROXY=$(command -v haproxy) # absolute: the master re-executes itself on reload
 NGINX=$(command -v nginx)
 
 # --- temp dir, cleanup -----------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/molt-reload.XXXXXX")
-PIDS=()
-WRK_PID=
-LAT_PID=
-CANARY_PID=
+bench_tmp molt-reload
 
-descendants() { # all descendants of a pid, by parent pid (never by name)
-    local kids k
-    kids=$(pgrep -P "$1" || true)
-    for k in $kids; do
-        echo "$k"
-        descendants "$k"
-    done
-}
-
-cleanup() {
-    local rc=$? p all=() i alive
-    trap - EXIT INT TERM
-    for p in ${WRK_PID:-} ${LAT_PID:-} ${CANARY_PID:-}; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        kill -0 "$p" 2>/dev/null || continue
-        all+=("$p")
-        mapfile -t -O "${#all[@]}" all < <(descendants "$p")
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
-        log "temp dir kept: $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-read -r PORT_molt PORT_nginx PORT_haproxy < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-PY
-)
-port_of() { local v="PORT_$1"; echo "${!v}"; }
+read -r PORT_molt PORT_nginx PORT_haproxy < <(free_ports 3)
 
 # --- configs: two variants per server, differing only in the body ----------------
 # conf.1 serves "$BODY1\n", conf.2 "$BODY2\n" (same length); the live file is replaced
@@ -153,74 +69,18 @@ mkdir -p "$TMP/molt/run"
 chmod 700 "$TMP/molt/run"
 MOLT_CONF=$TMP/molt/molt.json
 molt_conf() { # body
-    cat <<EOF
-{
-  "workers": 2,
-  "listen": [{"name": "http", "address": "127.0.0.1:$PORT_molt", "backlog": 4096}],
-  "control": {"socket": "$MOLT_SOCK", "mode": "0600"},
-  "runtime_dir": "$TMP/molt/run",
-  "plugin_path": ["$BUILD/plugins"],
-  "plugins": [{"name": "hello", "file": "hello.so", "config": {"body": "$1\n"}}],
-  "routes": [{"prefix": "/", "plugin": "hello"}],
-  "reload": {"health": {"stable_ms": 0}},
-  "log": {"level": "warn", "format": "text"}
-}
-EOF
+    molt_config "$TMP/molt" "$PORT_molt" 2 "$BUILD/plugins" \
+        "{\"name\": \"hello\", \"file\": \"hello.so\", \"config\": {\"body\": \"$1\\n\"}}" \
+        '{"prefix": "/", "plugin": "hello"}' '"health": {"stable_ms": 0}'
 }
 
 mkdir -p "$TMP/nginx/tmp"
 NGINX_CONF=$TMP/nginx/nginx.conf
-NGINX_USER=""
-# A master started as root switches its workers to "nobody"; keep them as us.
-if [[ $(id -u) -eq 0 ]]; then NGINX_USER="user $(id -un) $(id -gn);"; fi
-nginx_conf() { # body
-    cat <<EOF
-$NGINX_USER
-worker_processes 2;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log notice;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    client_body_temp_path $TMP/nginx/tmp/body;
-    proxy_temp_path $TMP/nginx/tmp/proxy;
-    fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
-    uwsgi_temp_path $TMP/nginx/tmp/uwsgi;
-    scgi_temp_path $TMP/nginx/tmp/scgi;
-    server {
-        listen 127.0.0.1:$PORT_nginx backlog=4096;
-        location / { return 200 "$1\n"; }
-    }
-}
-EOF
-}
+nginx_conf() { nginx_config "$PORT_nginx" "$1" notice; } # body
 
 mkdir -p "$TMP/haproxy"
 HAPROXY_CONF=$TMP/haproxy/haproxy.cfg
-haproxy_conf() { # body
-    cat <<EOF
-global
-    nbthread 2
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-request 10s
-    timeout http-keep-alive 60s
-
-frontend hello
-    bind 127.0.0.1:$PORT_haproxy
-    http-request return status 200 content-type text/plain string "$1\n"
-EOF
-}
+haproxy_conf() { haproxy_config "$PORT_haproxy" "$1"; } # body
 
 conf_of() { case $1 in molt) echo "$MOLT_CONF" ;; nginx) echo "$NGINX_CONF" ;; haproxy) echo "$HAPROXY_CONF" ;; esac; }
 for s in "${SERVERS[@]}"; do
@@ -257,14 +117,6 @@ for k in 1 2; do
         { cat "$TMP/haproxy/check.log" >&2; die "haproxy -c rejected $HAPROXY_CONF.$k"; }
 done
 
-start() { # name cmd...
-    local name=$1
-    shift
-    "$@" >"$TMP/$name/stdout.log" 2>"$TMP/$name/stderr.log" </dev/null &
-    PIDS+=("$!")
-    printf -v "PID_$name" '%s' "$!"
-}
-pid_of() { local v="PID_$1"; echo "${!v}"; }
 start molt "${MOLT_CMD[@]}"
 start nginx "${NGINX_CMD[@]}"
 start haproxy "${HAPROXY_CMD[@]}"
@@ -278,24 +130,9 @@ reload_argv() { # server -> the reload command, one word per line
     esac
 }
 
-wait_ready() { # name
-    local name=$1 url pid_var pid i
-    url="http://127.0.0.1:$(port_of "$name")/"
-    pid_var="PID_$name"
-    pid=${!pid_var}
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$TMP/$name/stderr.log" >&2 || true
-            die "$name exited during startup"
-        fi
-        if [[ $(curl -fsS --max-time 1 "$url" 2>/dev/null) == "$BODY1" ]]; then return 0; fi
-        sleep 0.1
-    done
-    tail -n 20 "$TMP/$name/stderr.log" >&2 || true
-    die "$name not answering \"$BODY1\" on $url after 10 s"
-}
 for s in "${SERVERS[@]}"; do
-    wait_ready "$s"
+    url="http://127.0.0.1:$(port_of "$s")/"
+    wait_ready "$s" "$s" "answering \"$BODY1\" on $url" answers "$url" "$BODY1"
     log "$s ready on 127.0.0.1:$(port_of "$s")"
 done
 [[ $(cat "$TMP/haproxy/haproxy.pid" 2>/dev/null) == "$(pid_of haproxy)" ]] ||
@@ -303,17 +140,14 @@ done
 
 # Server processes (the started pid and its descendants) right now.
 nprocs() { # server
-    local v="PID_$1"
-    echo $((1 + $(descendants "${!v}" | wc -l)))
+    echo $((1 + $(descendants "$(pid_of "$1")" | wc -l)))
 }
 alive_or_die() {
-    local s v
+    local s
     for s in "${SERVERS[@]}"; do
-        v="PID_$s"
-        kill -0 "${!v}" 2>/dev/null || die "$s died (see $TMP/$s/)"
+        kill -0 "$(pid_of "$s")" 2>/dev/null || die "$s died (see $TMP/$s/)"
     done
 }
-now_ns() { date +%s%N; }
 log_file() { # server -> the log where its reloads show
     case $1 in
         molt) echo "$TMP/molt/stderr.log" ;;
@@ -325,29 +159,9 @@ log_lines() { wc -l <"$(log_file "$1")"; }
 log_since() { tail -n +$(($2 + 1)) "$(log_file "$1")"; } # server lines-before
 
 
-# CPU accounting, to show when something else used the machine during a run (as in
-# bench/http.sh), in clock ticks: user+nice+system+irq+softirq of the machine (this kernel
-# charges softirq work done in a process's context to that process), and what our servers
-# used (user+system of each server process, plus what the reaped ones had used: old
-# workers, HAProxy's re-executed master keeps its pid) plus this shell's reaped children
-# (wrk, moltctl, nginx -s, the canary, ...).
-cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
-cpu_ours() {
-    local p s all=()
-    for s in "${SERVERS[@]}"; do
-        p=$(pid_of "$s")
-        all+=("$p")
-        mapfile -t -O "${#all[@]}" all < <(descendants "$p")
-    done
-    {
-        for p in "${all[@]}"; do
-            sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 + $14 + $15 }' || true
-        done
-        sed 's/^.*) //' /proc/$$/stat | awk '{ print $14 + $15 }'
-    } | awk '{ t += $1 } END { print t + 0 }'
-}
-NCPU=$(nproc)
-HZ=$(getconf CLK_TCK)
+# CPU accounting (lib.sh): the machine's user+nice+system+irq+softirq; ours: what our servers
+# used, plus what the reaped ones had used (old workers; HAProxy's re-executed master keeps its
+# pid), plus this shell's reaped children (wrk, moltctl, nginx -s, the canary, ...).
 
 # Stall canary: sleeps 5 ms at a time for the run's duration (or until SIGTERM) and reports how often, and by
 # how much at most, it woke more than 20 ms late. On a saturated but healthy machine it
@@ -459,11 +273,9 @@ if ((LAT_RELOADS > 0)); then
         ll0=$(log_lines "$s")
         python3 "$TMP/canary.py" 0 >"$TMP/lat/$s.canary" &
         CANARY_PID=$!
-        python3 "$TMP/lat/poll.py" "$s" "$(port_of "$s")" "$(conf_of "$s")" "${!v}" "$LAT_RELOADS" \
-            "$LAT_SETTLE" "$TMP/lat/$s.jsonl" "$BODY1" "$BODY2" -- "${rcmd[@]}" >"$TMP/lat/$s.cur" &
-        LAT_PID=$!
-        wait "$LAT_PID" || die "reload-latency measurement failed for $s"
-        LAT_PID=
+        run_helper python3 "$TMP/lat/poll.py" "$s" "$(port_of "$s")" "$(conf_of "$s")" "${!v}" "$LAT_RELOADS" \
+            "$LAT_SETTLE" "$TMP/lat/$s.jsonl" "$BODY1" "$BODY2" -- "${rcmd[@]}" >"$TMP/lat/$s.cur" ||
+            die "reload-latency measurement failed for $s"
         kill -TERM "$CANARY_PID"
         wait "$CANARY_PID" || die "the stall canary failed"
         CANARY_PID=
@@ -475,26 +287,11 @@ if ((LAT_RELOADS > 0)); then
 fi
 
 # --- 2. reloads under load -------------------------------------------------------
-VARIANTS=(keepalive)
-if [[ $CLOSE == 1 ]]; then VARIANTS+=(close); fi
+load_variants
 mkdir -p "$TMP/load"
-wrk_args() { # variant -> extra args
-    if [[ $1 == close ]]; then printf '%s\n' -H 'Connection: close'; fi
-}
 
 log "warm-up: ${WARMUP}s per server"
-for s in "${SERVERS[@]}"; do
-    wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$(port_of "$s")/" >/dev/null
-done
-
-# "n1/n2/..." established connections per server process on a port, largest first
-# (HAProxy's worker is one process: its threads are not told apart).
-conns_per_process() {
-    if ! command -v ss >/dev/null; then echo "-"; return; fi
-    { ss -tnpH state established "sport = :$1" 2>/dev/null || true; } |
-        { grep -o 'pid=[0-9]*' || true; } | sort | uniq -c | sort -rn |
-        awk '{ printf "%s%s", sep, $1; sep = "/" } END { print (NR ? "" : "0") }'
-}
+warm_up "$PORT_molt" "$PORT_nginx" "$PORT_haproxy"
 
 # One wrk run; with reloads > 0, reload i is triggered at i * DUR / (reloads + 1) seconds
 # after wrk started (the next one starts at once if a reload command overran its slot).
@@ -509,7 +306,7 @@ run_load() { # variant server duration reloads tag
     : >"$f.reloads"
     : >"$f.out"
     ll0=$(log_lines "$s")
-    busy0=$(cpu_busy) ours0=$(cpu_ours)
+    busy0=$(cpu_busy) ours0=$(cpu_ours "${PIDS[@]}")
     python3 "$TMP/canary.py" "$dur" >"$f.canary" &
     CANARY_PID=$!
     t0=$(now_ns)
@@ -548,11 +345,8 @@ run_load() { # variant server duration reloads tag
     WRK_PID=
     wait "$CANARY_PID" || die "the stall canary failed"
     CANARY_PID=
-    busy1=$(cpu_busy) ours1=$(cpu_ours) t1=$(now_ns)
-    awk -v b="$((busy1 - busy0))" -v o="$((ours1 - ours0))" -v t="$((t1 - t0))" \
-        -v n="$NCPU" -v hz="$HZ" 'BEGIN {
-            cap = t / 1e9 * hz * n; f = (b - o) / cap * 100
-            printf "%.0f\n", (f < 0 ? 0 : f) }' >"$f.cpu"
+    busy1=$(cpu_busy) ours1=$(cpu_ours "${PIDS[@]}") t1=$(now_ns)
+    other_cpu "$busy0" "$busy1" "$ours0" "$ours1" "$t0" "$t1" >"$f.cpu"
     echo "$late" >"$f.late"
     echo "$mid" >"$f.procs_mid"
     nprocs "$s" >"$f.procs_end"
@@ -591,6 +385,7 @@ TABLES=$TMP/tables.md
 python3 - "$TMP" "$DUR" "$NRELOADS" "$BASE_DUR" "$LAT_RELOADS" "${VARIANTS[@]}" >"$TABLES" <<'PY'
 import contextlib, io, json, os, re, statistics, sys
 from pathlib import Path
+import lib
 
 tables = io.StringIO()
 _redirect = contextlib.redirect_stdout(tables)
@@ -600,27 +395,7 @@ tmp, dur, nrel, base_dur, lat_n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.a
     int(sys.argv[4]), int(sys.argv[5])
 variants = sys.argv[6:]
 servers = ["molt", "nginx", "haproxy"]
-unit = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 title = {"keepalive": "keep-alive", "close": "Connection: close"}
-
-def ms(v, u):
-    return float(v) * unit[u]
-
-def wrk(path):
-    t = path.read_text()
-    m = re.search(r"^Requests/sec:\s+([\d.]+)", t, re.M)
-    if not m:
-        sys.exit(f"cannot parse {path}:\n{t}")
-    se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
-    n2 = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-    req = re.search(r"(\d+) requests in ([\d.]+)(\w+)", t)
-    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m|h)\s*$", t, re.M)
-    lat = re.search(r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)", t, re.M)
-    return {"rps": float(m.group(1)), "requests": int(req.group(1)),
-            "errs": tuple(int(x) for x in se.groups()) if se else (0, 0, 0, 0),
-            "non2xx": int(n2.group(1)) if n2 else 0,
-            "p99": ms(*p99.groups()) if p99 else float("nan"),
-            "max": ms(lat.group(5), lat.group(6)) if lat else float("nan")}
 
 def read(p, default="-"):
     return p.read_text().strip() if p.exists() else default
@@ -714,7 +489,7 @@ if lat_n:
 # Under load.
 def load_row(tag, v, s):
     f = tmp / "load" / f"{tag}.{v}.{s}"
-    w = wrk(f.with_name(f.name + ".wrk"))
+    w = lib.wrk(f.with_name(f.name + ".wrk"))
     rel = [l.split() for l in read(f.with_name(f.name + ".reloads"), "").splitlines() if l.strip()]
     out = read(f.with_name(f.name + ".out"), "")
     w.update({
@@ -799,31 +574,16 @@ for t, lines in summary:
         print(f"  {l}", file=sys.stderr)
 PY
 
-fence() { # title file [lang]
-    printf '%s:\n\n```%s\n' "$1" "${3:-}"
-    cat "$2"
-    printf '```\n\n'
-}
-cmdline() { local c; c=$(printf '%q ' "$@"); echo "${c% }"; }
-rel() { sed -e "s|$TMP|\$TMP|g" -e "s|$ROOT|\$REPO|g"; }
-
-WRK_VERSION=$(wrk -v 2>&1 | head -n 1 || true)
 INTERVAL=$(awk -v d="$DUR" -v n="$NRELOADS" 'BEGIN { printf "%.2f", d / (n + 1) }')
 # Markdown wants literal backticks inside single-quoted formats.
 # shellcheck disable=SC2016
 {
     printf '# molt reload benchmark results\n\n'
     printf 'Generated by `bench/reload.sh` (see bench/README.md). Do not edit by hand.\n\n'
-    printf -- '- Date: %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    printf -- '- Machine: %s CPU(s), %s; kernel %s\n' "$(nproc)" \
-        "$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" "$(uname -sr)"
-    printf -- '- molt: `%s` (git %s%s), Release build\n' "$("$MOLTD" --version)" \
-        "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
-        "$(git diff --quiet HEAD -- . ':(exclude)bench' 2>/dev/null ||
-            echo ', with uncommitted changes outside bench/')"
-    printf -- '- nginx: `%s`\n' "$(nginx -v 2>&1)"
-    printf -- '- HAProxy: `%s`\n' "$("$HAPROXY" -v | head -n 1)"
-    printf -- '- wrk: `%s`\n' "$WRK_VERSION"
+    meta_date
+    meta_machine
+    meta_molt
+    meta_peers
     printf -- '- Reloads under load: %s per wrk run of %s s (one every %s s); reload latency: %s reloads per server\n\n' \
         "$NRELOADS" "$DUR" "$INTERVAL" "$LAT_RELOADS"
     printf 'All three servers run on 127.0.0.1 with 2 workers (molt, nginx: 2 worker processes; '
@@ -895,7 +655,7 @@ INTERVAL=$(awk -v d="$DUR" -v n="$NRELOADS" 'BEGIN { printf "%.2f", d / (n + 1) 
     printf '## Results\n\n'
     cat "$TABLES"
     printf '## How it was run\n\n'
-    printf 'Build:\n\n```\n%s\n%s\n```\n\n' "${BUILD_CMDS[0]}" "${BUILD_CMDS[1]}"
+    md_build
     printf 'Servers (`$TMP` is a fresh `mktemp -d`, `$REPO` the checkout):\n\n```\n'
     cmdline "${MOLT_CMD[@]}" | rel
     cmdline "${NGINX_CMD[@]}" | rel
@@ -907,10 +667,7 @@ INTERVAL=$(awk -v d="$DUR" -v n="$NRELOADS" 'BEGIN { printf "%.2f", d / (n + 1) 
     done
     echo 'kill -USR2 <pid of the haproxy -W master>'
     printf '```\n\nLoad, per server, with the reloads running alongside:\n\n```\n'
-    echo "wrk -t$THREADS -c$CONNS -d${DUR}s --latency http://127.0.0.1:PORT/"
-    if [[ $CLOSE == 1 ]]; then
-        echo "wrk -t$THREADS -c$CONNS -d${DUR}s --latency -H 'Connection: close' http://127.0.0.1:PORT/"
-    fi
+    wrk_cmdlines
     printf '```\n\n'
     if ((BASE_DUR > 0)); then
         printf 'Reference runs: the same with `-d%ss` and no reloads, after all reload runs.\n\n' "$BASE_DUR"
@@ -927,10 +684,7 @@ INTERVAL=$(awk -v d="$DUR" -v n="$NRELOADS" 'BEGIN { printf "%.2f", d / (n + 1) 
     fence '`moltctl status`' "$TMP/molt/status.txt" | rel
     printf '## Server logs\n\n'
     printf 'Last %s lines of each (molt at level warn, nginx at notice).\n\n' "$LOGLINES"
-    for f in molt/stderr.log nginx/error.log haproxy/stderr.log; do
-        n=$(wc -l <"$TMP/$f")
-        fence "\`$f\` ($n lines)" <(tail -n "$LOGLINES" "$TMP/$f" | rel)
-    done
+    log_tails "$LOGLINES" molt/stderr.log nginx/error.log haproxy/stderr.log
 } >"$TMP/RESULTS.md"
 mv "$TMP/RESULTS.md" "$OUT"
 log "wrote ${OUT#"$ROOT"/}"

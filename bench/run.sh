@@ -21,9 +21,9 @@
 # Environment: BENCH_QUICK=1 (short settings), BENCH_PARTS="http reload state scaling memory"
 # (a subset; RESULTS.md then holds only those), BENCH_STATE_SIZES (default "1 10 100 1000").
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-log() { printf '[run] %s\n' "$*" >&2; }
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init run
 
 # shellcheck source=../scripts/deps.sh
 source scripts/deps.sh
@@ -94,9 +94,8 @@ fi
 
 # ---- RESULTS.md ---------------------------------------------------------------------------
 python3 - "$DATA" "$WORK/parts" "$ROOT/bench/RESULTS.md" "$PARTS" "$TOTAL" "${BENCH_QUICK:-0}" \
-    "$(build-bench/moltd --version)" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
-    "$(git diff --quiet HEAD -- 2>/dev/null || echo ', with uncommitted changes')" \
-    "$(nginx -v 2>&1)" "$(haproxy -v | head -n 1)" "$(wrk -v 2>&1 | head -n 1 || true)" \
+    "$(build-bench/moltd --version)" "$(git_rev)" "$(git_dirty all)" \
+    "$(nginx_version)" "$(haproxy_version)" "$(wrk_version)" \
     "$(gnuplot --version)" "$(for p in $PARTS; do printf '%s=%s ' "$p" "${SECS[$p]}"; done)" <<'PY'
 import csv, os, re, sys, time
 from pathlib import Path

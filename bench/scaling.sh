@@ -49,6 +49,8 @@
 # Quick smoke (about 40 s): BENCH_SCALING_RELOADS=3 BENCH_DURATION=2 BENCH_ROUNDS=1 bench/scaling.sh
 # Full run (about 3 minutes): bench/scaling.sh
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RELOADS=${BENCH_SCALING_RELOADS:-20}
 DUR=${BENCH_DURATION:-10}
@@ -60,20 +62,12 @@ THREADS=2
 CONNS=64
 WARMUP=1
 
-[[ $RELOADS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_SCALING_RELOADS must be a positive integer" >&2; exit 2; }
-[[ $DUR =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_DURATION must be a positive integer" >&2; exit 2; }
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_ROUNDS must be a positive integer" >&2; exit 2; }
+need_int BENCH_SCALING_RELOADS "$RELOADS" 1
+need_int BENCH_DURATION "$DUR" 1
+need_int BENCH_ROUNDS "$ROUNDS" 1
 
-CALLER_PWD=$PWD
-abspath() { case $1 in /*) echo "$1" ;; *) echo "$CALLER_PWD/$1" ;; esac; }
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=$(abspath "${BENCH_OUT:-$ROOT/bench/RESULTS-scaling.md}")
-DATA=
-if [[ -n ${BENCH_DATA:-} ]]; then DATA=$(abspath "$BENCH_DATA"); fi
-cd "$ROOT"
-
-log() { printf '[scaling] %s\n' "$*" >&2; }
-die() { printf '[scaling] error: %s\n' "$*" >&2; exit 1; }
+bench_init scaling
+out_data scaling
 
 # --- dependencies, build ---------------------------------------------------------
 # shellcheck source=../scripts/deps.sh
@@ -81,73 +75,10 @@ source scripts/deps.sh
 MOLT_DEPS+=(python3 procps iproute2)
 molt_install_deps
 
-BUILD_CMDS=(
-    "cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF"
-    "cmake --build build-bench -j2"
-)
-log "building molt (Release) into build-bench/"
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j2 >/dev/null || {
-    cmake --build build-bench -j1 2>&1 | tail -n 30 >&2
-    die "build failed"
-}
-MOLTD=$ROOT/build-bench/moltd
-MOLTCTL=$ROOT/build-bench/moltctl
-[[ -x $MOLTD && -x $MOLTCTL && -f build-bench/plugins/hello.so ]] ||
-    die "build produced no moltd, moltctl or plugins/hello.so"
+build_molt moltd moltctl plugins/hello.so
 
 # --- temp dir, cleanup -------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/molt-scaling.XXXXXX")
-PIDS=()
-WRK_PID=
-DRIVER_PID=
-
-descendants() { # all descendants of a pid, by parent pid (never by name)
-    local kids k
-    kids=$(pgrep -P "$1" || true)
-    for k in $kids; do
-        echo "$k"
-        descendants "$k"
-    done
-}
-
-stop_tree() { # pid...: TERM each and its descendants, wait up to 5 s, then KILL
-    local p all=() i alive
-    for p in "$@"; do
-        kill -0 "$p" 2>/dev/null || continue
-        all+=("$p")
-        mapfile -t -O "${#all[@]}" all < <(descendants "$p")
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    for p in "$@"; do wait "$p" 2>/dev/null || true; done
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    for p in ${WRK_PID:-} ${DRIVER_PID:-}; do kill -TERM "$p" 2>/dev/null || true; done
-    if ((${#PIDS[@]})); then stop_tree "${PIDS[@]}"; fi
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
-        log "temp dir kept: $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+bench_tmp molt-scaling
 
 # --- plugins -------------------------------------------------------------------------
 # plugins/: hello.so, filter.so, and filter-01.so ... filter-49.so (byte-identical copies
@@ -175,21 +106,8 @@ molt_conf() {
     for ((i = 0; i < ns; i++)); do
         plugins+=$(printf ',\n    {"name": "s%02d", "file": "filter.so"}' "$i")
     done
-    cat >"$dir/molt.json" <<EOF
-{
-  "workers": $workers,
-  "listen": [{"name": "http", "address": "127.0.0.1:$port", "backlog": 4096}],
-  "control": {"socket": "$dir/run/control.sock", "mode": "0600"},
-  "runtime_dir": "$dir/run",
-  "plugin_path": ["$PLUGDIR"],
-  "plugins": [
-$plugins
-  ],
-  "routes": [{"prefix": "/", "plugin": "hello"}],
-  "reload": {"health": {"stable_ms": 0}},
-  "log": {"level": "warn", "format": "text"}
-}
-EOF
+    molt_config "$dir" "$port" "$workers" "$PLUGDIR" $'\n'"$plugins"$'\n  ' \
+        '{"prefix": "/", "plugin": "hello"}' '"health": {"stable_ms": 0}' >"$dir/molt.json"
     "$MOLTD" -c "$dir/molt.json" -t >"$dir/check.log" 2>&1 ||
         { cat "$dir/check.log" >&2; die "moltd -t rejected $dir/molt.json"; }
 }
@@ -197,50 +115,25 @@ EOF
 # start_molt NAME PORT: starts moltd on $TMP/NAME/molt.json, waits until it answers hello
 # and its workers are up; sets MOLT_PID.
 start_molt() {
-    local name=$1 port=$2 dir=$TMP/$1 i
-    "$MOLTD" -c "$dir/molt.json" >"$dir/stdout.log" 2>"$dir/stderr.log" </dev/null &
-    MOLT_PID=$!
-    PIDS+=("$MOLT_PID")
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$MOLT_PID" 2>/dev/null || { tail -n 20 "$dir/stderr.log" >&2; die "moltd ($name) exited during startup"; }
-        if [[ $(curl -fsS --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null) == hello ]] &&
-            "$MOLTCTL" -s "$dir/run/control.sock" status --json 2>/dev/null |
-            python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s.get("state")=="running" and s["generation"] and all(w["state"]=="ready" for w in s["workers"]) else 1)'; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    tail -n 20 "$dir/stderr.log" >&2
-    die "moltd ($name) not ready on 127.0.0.1:$port after 10 s"
+    local name=$1 port=$2 dir=$TMP/$1
+    start "$name" "$MOLTD" -c "$dir/molt.json"
+    MOLT_PID=$(pid_of "$name")
+    wait_ready "$name" "moltd ($name)" "ready on 127.0.0.1:$port" molt_up "$port" "$dir/run/control.sock"
 }
-
-stop_molt() { # pid
-    stop_tree "$1"
-    local p keep=()
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
+molt_up() { # port sock: answers hello, in a generation whose workers are all ready
+    answers "http://127.0.0.1:$1/" hello &&
+        "$MOLTCTL" -s "$2" status --json 2>/dev/null |
+        python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s.get("state")=="running" and s["generation"] and all(w["state"]=="ready" for w in s["workers"]) else 1)'
 }
 
 # --- a, b: reload series ---------------------------------------------------------------
 # reloads.py MOLTCTL SOCK MOLTD_PID WORKERS WARMUPS COUNT OUT.jsonl LABEL
 cat >"$TMP/reloads.py" <<'PY'
-import json, os, subprocess, sys, time
+import json, subprocess, sys, time
+from lib import children, committed, reloaded
 
 moltctl, sock, mpid, nworkers, warm, count, out, label = sys.argv[1:9]
 mpid, nworkers, warm, count = int(mpid), int(nworkers), int(warm), int(count)
-
-def children(pid):
-    kids = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    s = f.read()
-            except OSError:
-                continue
-            if int(s[s.rindex(")") + 2:].split()[1]) == pid:
-                kids.add(int(d))
-    return kids
 
 def busy():  # machine-wide busy and total clock ticks
     with open("/proc/stat") as f:
@@ -256,21 +149,9 @@ with open(out, "w") as f:
         t0 = time.perf_counter()
         p = subprocess.run([moltctl, "-s", sock, "reload", "--json"], capture_output=True, text=True)
         t1 = time.perf_counter()
-        try:
-            o = json.loads(p.stdout)
-        except ValueError:
-            sys.exit(f"{label}: reload {i}: moltctl exited {p.returncode}, no JSON: {p.stdout!r} {p.stderr!r}")
-        if p.returncode != 0 or not o.get("ok") or o.get("result") != "committed":
-            sys.exit(f"{label}: reload {i} did not commit: {o.get('result')} in phase {o.get('phase')}: "
-                     f"{o.get('reason') or o.get('error')}")
+        o = committed(p, f"{label}: reload {i}")
         # Old workers gone, the new ones (nworkers of them) in place.
-        while True:
-            now = children(mpid)
-            if len(now) == nworkers and not (now & old):
-                break
-            if time.perf_counter() - t1 > 30:
-                sys.exit(f"{label}: reload {i}: old workers still there 30 s after the commit: {sorted(now & old)}")
-            time.sleep(0.002)
+        reloaded(mpid, old, nworkers, t1, f"{label}: reload {i}")
         t2 = time.perf_counter()
         ph = o.get("phases", {})
         named = ("prepare", "spawn", "handoff", "verify")
@@ -301,11 +182,8 @@ reload_series() { # part value workers distinct_filters
     molt_conf "$name" "$port" "$workers" "$nd" 0
     start_molt "$name" "$port"
     log "$name: $workers worker(s), $((nd + 1)) plugin file(s); 1 warm-up + $RELOADS reloads"
-    python3 "$TMP/reloads.py" "$MOLTCTL" "$TMP/$name/run/control.sock" "$MOLT_PID" "$workers" 1 "$RELOADS" \
-        "$TMP/$name/reloads.jsonl" "$name" &
-    DRIVER_PID=$!
-    wait "$DRIVER_PID" || die "$name: reload series failed (log: $TMP/$name/stderr.log)"
-    DRIVER_PID=
+    run_helper python3 "$TMP/reloads.py" "$MOLTCTL" "$TMP/$name/run/control.sock" "$MOLT_PID" "$workers" 1 "$RELOADS" \
+        "$TMP/$name/reloads.jsonl" "$name" || die "$name: reload series failed (log: $TMP/$name/stderr.log)"
     "$MOLTCTL" -s "$TMP/$name/run/control.sock" status >"$TMP/$name/status.txt" 2>&1 || true
     # How many plugin files one worker has mapped from its generation directory: each
     # instance's own file, loaded separately (expected: the plugin count).
@@ -313,7 +191,7 @@ reload_series() { # part value workers distinct_filters
     w=$(pgrep -P "$MOLT_PID" | head -n 1 || true)
     { grep -o '/gen-[^ ]*\.so$' "/proc/$w/maps" 2>/dev/null || true; } | sort -u | wc -l >"$TMP/$name/mapped"
     kill -0 "$MOLT_PID" 2>/dev/null || die "moltd ($name) died"
-    stop_molt "$MOLT_PID"
+    stop_server "$MOLT_PID"
 }
 
 for n in "${PLUGIN_COUNTS[@]}"; do reload_series plugins "$n" 2 $((n - 1)); done
@@ -331,41 +209,18 @@ for n in "${FILTER_COUNTS[@]}"; do
     HOOK_PIDS+=("$MOLT_PID")
 done
 
-# CPU accounting (clock ticks), as bench/http.sh: the machine's user+nice+system+irq+softirq,
-# and ours: the moltd trees plus this shell's reaped children (wrk, curl, ...).
-cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
-cpu_ours() {
-    local p all=()
-    for p in "${HOOK_PIDS[@]}"; do
-        all+=("$p")
-        mapfile -t -O "${#all[@]}" all < <(descendants "$p")
-    done
-    {
-        for p in "${all[@]}"; do
-            sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 + $14 + $15 }' || true
-        done
-        sed 's/^.*) //' /proc/$$/stat | awk '{ print $14 + $15 }'
-    } | awk '{ t += $1 } END { print t + 0 }'
-}
+# CPU accounting (lib.sh): the machine's user+nice+system+irq+softirq, and ours: the moltd
+# trees plus this shell's reaped children (wrk, curl, ...).
 # CPU time in ns (schedstat's first field) of the given pids, summed
 cpu_ns() {
     local p
     for p in "$@"; do awk '{ print $1 }' /proc/"$p"/schedstat 2>/dev/null || echo 0; done |
         awk '{ t += $1 } END { printf "%.0f\n", t }'
 }
-conns_per_process() { # port -> "n1/n2" established connections per server process
-    { ss -tnpH state established "sport = :$1" 2>/dev/null || true; } |
-        { grep -o 'pid=[0-9]*' || true; } | sort | uniq -c | sort -rn |
-        awk '{ printf "%s%s", sep, $1; sep = "/" } END { print (NR ? "" : "0") }'
-}
-now_ns() { date +%s%N; }
-NCPU=$(nproc)
-HZ=$(getconf CLK_TCK)
-
 log "hooks: warm-up ${WARMUP}s per filter count"
 for n in "${FILTER_COUNTS[@]}"; do
     v="HPORT_$n"
-    wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:${!v}/" >/dev/null
+    warm_up "${!v}"
 done
 for ((r = 1; r <= ROUNDS; r++)); do
     for n in "${FILTER_COUNTS[@]}"; do
@@ -376,7 +231,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         ((${#wpids[@]} == 2)) || die "moltd (hooks-$n) has ${#wpids[@]} workers, expected 2"
         f=$TMP/hooks/$n.$r
         log "hooks round $r/$ROUNDS: $n filter(s), $((4 * n)) callbacks per request (${DUR}s)"
-        busy0=$(cpu_busy) ours0=$(cpu_ours) t0=$(now_ns)
+        busy0=$(cpu_busy) ours0=$(cpu_ours "${HOOK_PIDS[@]}") t0=$(now_ns)
         w0=$(cpu_ns "${wpids[@]}") s0=$(cpu_ns "$mpid")
         wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$port/" >"$f.wrk" &
         WRK_PID=$!
@@ -385,12 +240,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
         wait "$WRK_PID" || die "wrk failed against hooks-$n"
         WRK_PID=
         w1=$(cpu_ns "${wpids[@]}") s1=$(cpu_ns "$mpid")
-        busy1=$(cpu_busy) ours1=$(cpu_ours) t1=$(now_ns)
+        busy1=$(cpu_busy) ours1=$(cpu_ours "${HOOK_PIDS[@]}") t1=$(now_ns)
         echo "$((w1 - w0)) $((s1 - s0))" >"$f.cpu_ns"
-        awk -v b="$((busy1 - busy0))" -v o="$((ours1 - ours0))" -v t="$((t1 - t0))" \
-            -v n="$NCPU" -v hz="$HZ" 'BEGIN {
-                cap = t / 1e9 * hz * n; f = (b - o) / cap * 100
-                printf "%.0f\n", (f < 0 ? 0 : f) }' >"$f.other"
+        other_cpu "$busy0" "$busy1" "$ours0" "$ours1" "$t0" "$t1" >"$f.other"
         grep -E 'Requests/sec|Socket errors|Non-2xx' "$f.wrk" | sed 's/^/    /' >&2 || true
         printf '    connections per worker at mid-run: %s; other processes used %s%% of the CPUs\n' \
             "$(cat "$f.conns")" "$(cat "$f.other")" >&2
@@ -402,19 +254,17 @@ for n in "${FILTER_COUNTS[@]}"; do
 done
 
 # --- report ---------------------------------------------------------------------------------
-cmdline() { local c; c=$(printf '%q ' "$@"); echo "${c% }"; }
-rel() { sed -e "s|$TMP|\$TMP|g" -e "s|$ROOT|\$REPO|g"; }
 {
-    echo "- Date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "- Machine: $(nproc) CPU(s), $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); kernel $(uname -sr); $(awk '/MemTotal/ { printf "%.1f GB", $2 / 1048576 }' /proc/meminfo) RAM"
+    meta_date
+    meta_machine "; $(ram_gb) RAM"
     echo "- Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- molt: \`$("$MOLTD" --version)\` (git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . ':(exclude)bench' 2>/dev/null || echo ', with uncommitted changes outside bench/')), Release build"
-    echo "- Compiler: \`$(cc --version | head -n 1)\`; wrk: \`$(wrk -v 2>&1 | head -n 1 || true)\`"
+    meta_molt
+    echo "- Compiler: \`$(cc --version | head -n 1)\`; wrk: \`$(wrk_version)\`"
 } >"$TMP/meta.md"
 # Markdown wants literal backticks inside single-quoted formats.
 # shellcheck disable=SC2016
 {
-    printf 'Build:\n\n```\n%s\n%s\n%s\n```\n\n' "${BUILD_CMDS[0]}" "${BUILD_CMDS[1]}" "$(cmdline "${FILTER_CC[@]}" | rel)"
+    md_build "$(cmdline "${FILTER_CC[@]}" | rel)"
     printf 'Plugin directory `$TMP/plugins`: `hello.so` (build-bench/plugins), `filter.so`, and `filter-01.so` … '
     printf '`filter-%02d.so`, byte-identical copies of `filter.so`.\n\n' $((maxp - 1))
     printf 'moltd, per configuration: `%s`\n\n' "$(cmdline "$MOLTD" -c "$TMP/NAME/molt.json" | rel)"
@@ -430,10 +280,11 @@ rel() { sed -e "s|$TMP|\$TMP|g" -e "s|$ROOT|\$REPO|g"; }
     printf '```\n'
 } >"$TMP/how.md"
 
-python3 - "$TMP" "$OUT" "$DATA" "$RELOADS" "$DUR" "$ROUNDS" "$NCPU" "${PLUGIN_COUNTS[*]}" "${WORKER_COUNTS[*]}" \
+python3 - "$TMP" "$OUT" "$DATA" "$RELOADS" "$DUR" "$ROUNDS" "$(nproc)" "${PLUGIN_COUNTS[*]}" "${WORKER_COUNTS[*]}" \
     "${FILTER_COUNTS[*]}" <<'PY'
-import json, os, re, statistics, sys
+import json, statistics, sys
 from pathlib import Path
+import lib
 
 tmp, out, data = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 reloads, dur, rounds, ncpu = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
@@ -520,28 +371,13 @@ for part, key, counts, title in (("plugins", "plugins", pcounts, "a. Reload time
     P("```\n")
 
 # hooks
-UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-def wrk(path):
-    t = path.read_text()
-    m = re.search(r"^Requests/sec:\s+([\d.]+)", t, re.M)
-    if not m:
-        sys.exit(f"cannot parse {path}:\n{t}")
-    req = re.search(r"(\d+) requests in", t)
-    se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
-    n2 = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-    def lat(p):
-        x = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s|m|h)\s*$" % p, t, re.M)
-        return float(x.group(1)) * UNIT[x.group(2)] if x else float("nan")
-    return {"rps": float(m.group(1)), "requests": int(req.group(1)),
-            "errs": sum(int(x) for x in se.groups()) if se else 0, "non2xx": int(n2.group(1)) if n2 else 0,
-            "p50": lat(50), "p99": lat(99)}
-
 runs = {}
 for n in fcounts:
     runs[n] = []
     for r in range(1, rounds + 1):
         f = tmp / "hooks" / f"{n}.{r}"
-        w = wrk(f.with_name(f.name + ".wrk"))
+        w = lib.wrk(f.with_name(f.name + ".wrk"))
+        w["errs"] = sum(w["errs"])
         wns, sns = (int(x) for x in f.with_name(f.name + ".cpu_ns").read_text().split())
         w.update({"worker_cpu_ns": wns, "sup_cpu_ns": sns, "cpu_per_req": wns / max(1, w["requests"]),
                   "conns": f.with_name(f.name + ".conns").read_text().strip(),
@@ -651,9 +487,7 @@ noisy: compare rows of one run.
 ## How it was run
 
 {how}"""
-Path(out).parent.mkdir(parents=True, exist_ok=True)
-Path(out + ".tmp").write_text(doc)
-os.replace(out + ".tmp", out)
+lib.write_atomic(out, doc)
 
 if data:
     d = Path(data)

@@ -24,6 +24,8 @@
 #   BENCH_STATE_RELOADS   reloads (default 5)
 #   BENCH_KEEP_TMP        1 = keep the temp dir (config, log)
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SIZES=${BENCH_STATE_SIZES:-"1 10 100 200 1000"}
 VALUE=${BENCH_STATE_VALUE:-40000}
@@ -31,10 +33,8 @@ RELOADS=${BENCH_STATE_RELOADS:-5}
 [[ $SIZES =~ ^[1-9][0-9]*( [1-9][0-9]*)*$ && $VALUE =~ ^[1-9][0-9]*$ && $RELOADS =~ ^[1-9][0-9]*$ ]] ||
     { echo "BENCH_STATE_SIZES must be sizes in MB (\"1 10 100\"); BENCH_STATE_VALUE and BENCH_STATE_RELOADS positive integers" >&2; exit 2; }
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+bench_init state
 OUT=${BENCH_OUT:-$ROOT/bench/RESULTS-state.md}
-log() { printf '[state] %s\n' "$*" >&2; }
 
 # shellcheck source=../scripts/deps.sh
 source scripts/deps.sh
@@ -62,7 +62,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 SOCK=$TMP/run/control.sock
 mkdir -p "$TMP/run"
 chmod 700 "$TMP/run"
@@ -95,14 +95,14 @@ CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 log "moltd on 127.0.0.1:$PORT; kv sizes $SIZES MB in values of $VALUE bytes, $RELOADS reloads at each"
 python3 - "$PORT" "$SOCK" "$ROOT/build-bench/moltctl" "$SIZES" "$VALUE" "$RELOADS" "$OUT" "$CPU" <<'PY'
 import http.client, json, os, statistics, subprocess, sys, threading, time
+from lib import kv_check, kv_keys, kv_value
 
 port, sock, moltctl = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 sizes = [int(x) for x in sys.argv[4].split()]
 vsize, reloads, out, cpu = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7], sys.argv[8]
 
 def value(i):
-    head = b"%08d:" % i
-    return (head * (vsize // len(head) + 1))[:vsize]
+    return kv_value(i, vsize)
 
 def conn():
     return http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -166,7 +166,7 @@ def reload_once(label):
 results = []  # (mb, nkeys, fill_s, rows)
 have = 0
 for mb in sizes:
-    nkeys = (mb * 1000 * 1000 + vsize - 1) // vsize
+    nkeys = kv_keys(mb, vsize)
     t0 = time.monotonic()
     fill(have, nkeys)
     have = max(have, nkeys)
@@ -178,14 +178,8 @@ pt.join()
 
 # every key, byte for byte
 c = conn()
-c.request("GET", "/kv/"); r = c.getresponse(); keys = json.loads(r.read())
-assert r.status == 200 and len(keys) == have, "kv lists %d keys, expected %d" % (len(keys), have)
-bad = 0
-for i in range(have):
-    c.request("GET", "/kv/key%06d" % i); r = c.getresponse(); body = r.read()
-    bad += r.status != 200 or body != value(i)
+kv_check(c, have, vsize)
 c.close()
-assert bad == 0, "%d keys differ after the reloads" % bad
 
 med = lambda rows, f: statistics.median(r[f] for r in rows)
 lines = [
