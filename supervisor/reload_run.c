@@ -23,6 +23,7 @@
 #include "shared/chan.h"
 #include "shared/log.h"
 #include "shared/util.h"
+#include "supervisor/notify.h"
 #include "supervisor/reload.h"
 #include "supervisor/sup.h"
 
@@ -383,6 +384,13 @@ static void outcome(int result)
         molt_error("reload: rolled back in phase %s: %s", sup_reload_phase_name(R.failed_phase), R.reason);
     else
         molt_error("reload: rejected: %s", R.reason);
+    /* systemd: the reload that RELOADING=1 announced is over (unless moltd
+     * is stopping: STOPPING=1 follows). */
+    if (S.state != SUP_STOPPING && result == RL_COMMITTED)
+        sup_notify_ready(false, "generation %llu committed in %llu ms", (unsigned long long)S.active->number,
+                         (unsigned long long)(molt_now_ms() - R.t0));
+    else if (S.state != SUP_STOPPING)
+        sup_notify_ready(false, "reload failed: %s: %s", sup_reload_phase_name(R.failed_phase), R.reason);
 
     rl_waiter_t *w = R.waiters;
     R.waiters = NULL;
@@ -513,6 +521,10 @@ static void reload_start(void)
                     (unsigned long long)R.prev_number);
     else
         molt_notice("reload: started (config %s)", S.config_arg);
+    if (R.rollback)
+        sup_notify_reloading("rolling back to generation %llu", (unsigned long long)R.prev_number);
+    else
+        sup_notify_reloading("reloading %s", S.config_arg);
     rl_event(SUP_RLE_REQUEST, NULL);
 }
 

@@ -24,6 +24,7 @@
 #include "supervisor/ident.h"
 #include "supervisor/slots.h"
 #include "supervisor/sibling.h"
+#include "supervisor/notify.h"
 #include "supervisor/sup.h"
 
 sup_t S;
@@ -83,6 +84,9 @@ void sup_stop(bool fast)
                 sup_procs_alive() == 1 ? "" : "s");
     if (!was_stopping)
         sup_reload_shutdown();
+    if (!was_stopping) /* after the reload's outcome, which says READY=1 unless stopping */
+        sup_notify_stopping("%s stop: %u worker%s to stop", fast ? "fast" : "graceful", sup_procs_alive(),
+                            sup_procs_alive() == 1 ? "" : "s");
     for (size_t i = 0; i < SUP_MAX_GENS; i++)
         if (S.gens[i])
             sup_gen_stop(S.gens[i], !fast);
@@ -111,6 +115,8 @@ void sup_on_gen_ready(sup_gen_t *gen)
         S.state = SUP_RUNNING;
         molt_notice("ready: generation %llu (%s) serving with %u worker%s", (unsigned long long)gen->number,
                     gen->id, gen->nworkers, gen->nworkers == 1 ? "" : "s");
+        sup_notify_ready(true, "generation %llu serving with %u worker%s", (unsigned long long)gen->number,
+                         gen->nworkers, gen->nworkers == 1 ? "" : "s");
         /* Directories left by earlier runs: only now that this generation
          * serves, so that a failed start keeps what a rollback could use. */
         const char *in_use[] = {gen->dir};
@@ -129,6 +135,7 @@ void sup_on_gen_failed(sup_gen_t *gen, const char *reason)
     }
     {
         molt_crit("cannot start: %s", reason);
+        sup_notify_status("cannot start: %s", reason);
         S.exit_code = MOLT_EXIT_FAILURE;
         /* The other workers may be hung in a plugin's init: no grace. */
         gen->state = SUP_GEN_DRAINING;
@@ -222,6 +229,7 @@ int sup_run(const char *config_path)
         return MOLT_EXIT_FAILURE;
     }
     molt_notice("moltd %s starting (pid %d, config %s)", MOLT_VERSION, (int)getpid(), cfg->path);
+    sup_notify_init(); /* and out of the environment before anything is forked */
     /* user / group: a config error now rather than after binding anything. */
     molt_worker_ident_t ident;
     if (sup_ident_resolve(cfg, &ident, err, sizeof(err)) < 0) {
@@ -253,8 +261,21 @@ int sup_run(const char *config_path)
         return MOLT_EXIT_FAILURE;
     }
     S.nlisten = cfg->nlisten;
+    if (sup_listen_activation_init() < 0) {
+        molt_crit("cannot start: the socket-activation variables are wrong (see above)");
+        sup_notify_status("cannot start: the socket-activation variables are wrong");
+        molt_config_free(cfg);
+        return MOLT_EXIT_FAILURE;
+    }
+    if (sup_listen_activation_check(cfg) < 0) {
+        molt_crit("cannot start: systemd passed a socket that no listener claims (see above)");
+        sup_notify_status("cannot start: systemd passed a socket that no listener claims");
+        molt_config_free(cfg);
+        return MOLT_EXIT_FAILURE;
+    }
     if (sup_listen_open(cfg, S.listen_fds) < 0) {
         molt_crit("cannot start: a listener could not be opened (see above)");
+        sup_notify_status("cannot start: a listener could not be opened");
         molt_config_free(cfg);
         return MOLT_EXIT_FAILURE;
     }
@@ -265,6 +286,7 @@ int sup_run(const char *config_path)
         return MOLT_EXIT_FAILURE;
     }
     signals_start();
+    sup_notify_watchdog_start(S.loop);
 
     S.state = SUP_BOOTING;
     S.exit_code = MOLT_EXIT_OK;
@@ -295,6 +317,7 @@ out:
         if (S.procs[i].state != SUP_W_EMPTY)
             molt_close(&S.procs[i].chan);
     molt_notice("stopped%s", S.exit_code ? " (startup failed)" : "");
+    sup_notify_close(S.loop);
     ev_loop_destroy(S.loop);
     return S.exit_code;
 }

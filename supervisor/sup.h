@@ -231,8 +231,24 @@ json_t *sup_reload_status_json(void);
 void sup_event_emit(json_t *ev);
 
 /* listen.c */
+/* Binds cfg's listeners into fds, each taking the socket-activated
+ * descriptor of its name instead when there is one. 0, or -1 (logged). */
 int sup_listen_open(const molt_config_t *cfg, int *fds);
 void sup_listen_close(int *fds, size_t n);
+/* Socket activation: reads LISTEN_PID / LISTEN_FDS / LISTEN_FDNAMES (ignored
+ * unless LISTEN_PID is this process) and removes them from the environment;
+ * marks the descriptors close-on-exec. How many were passed, or -1 (logged)
+ * when the variables are malformed. */
+int sup_listen_activation_init(void);
+/* The passed descriptor named `name` for listener l, checked (a listening
+ * stream socket) and made non-blocking; -ENOENT when none has that name,
+ * -EINVAL (logged, naming the fd) when it cannot serve. */
+int sup_listen_activated(const char *name, const molt_listen_cfg_t *l);
+/* Before sup_listen_open(), so that a name mismatch is reported as such
+ * (not as the bind() of the unclaimed listener failing): -1 (each logged by
+ * fd and name) if a passed descriptor has no listener of its name to take
+ * it, else 0. */
+int sup_listen_activation_check(const molt_config_t *cfg);
 
 /* ctl.c: the control socket */
 int sup_ctl_open(const molt_config_t *cfg);

@@ -59,6 +59,55 @@ void h_sleep_ms(int ms)
         ;
 }
 
+/* ---- slow runners: MOLT_TEST_TIMEOUT_SCALE, MOLT_TEST_WRAPPER (harness.h) ------------------- */
+
+static int h_scale(void)
+{
+    static int scale;
+    if (!scale) {
+        const char *s = getenv("MOLT_TEST_TIMEOUT_SCALE");
+        char *end = NULL;
+        long v = s && *s ? strtol(s, &end, 10) : 1;
+        scale = s && *s && *end == '\0' && v >= 1 && v <= 1000 ? (int)v : 1;
+    }
+    return scale;
+}
+
+int h_ms(int ms)
+{
+    long long v = (long long)ms * h_scale();
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+#define H_MAX_WRAP 32
+
+/* MOLT_TEST_WRAPPER's words, then argv (NULL-terminated) into out[max]; false
+ * when the variable is unset or empty (out is then untouched). */
+static bool wrap_argv(const char *const *argv, const char **out, size_t max)
+{
+    static char words[1024];
+    static const char *wrap[H_MAX_WRAP];
+    static size_t nwrap;
+    static bool parsed;
+    if (!parsed) {
+        parsed = true;
+        const char *env = getenv("MOLT_TEST_WRAPPER");
+        snprintf(words, sizeof(words), "%s", env ? env : "");
+        for (char *save = NULL, *w = strtok_r(words, " ", &save); w && nwrap < H_MAX_WRAP;
+             w = strtok_r(NULL, " ", &save))
+            wrap[nwrap++] = w;
+    }
+    if (!nwrap)
+        return false;
+    size_t n = 0;
+    for (size_t i = 0; i < nwrap && n + 1 < max; i++)
+        out[n++] = wrap[i];
+    for (size_t i = 0; argv[i] && n + 1 < max; i++)
+        out[n++] = argv[i];
+    out[n] = NULL;
+    return true;
+}
+
 /* Reads a whole file, NUL-terminated; "" (malloc'd) if it cannot be read. Never NULL unless OOM. */
 static char *read_file(const char *path, size_t *lenp)
 {
@@ -253,7 +302,7 @@ bool h_pid_alive(pid_t pid)
 
 bool h_wait_pid_gone(pid_t pid, int timeout_ms, int *wstatus)
 {
-    long long deadline = h_now_ms() + timeout_ms;
+    long long deadline = h_now_ms() + h_ms(timeout_ms);
     if (wstatus)
         *wstatus = -1;
     for (;;) {
@@ -355,10 +404,12 @@ h_molt_t *h_new(void)
                        "workers", 2, "runtime_dir", h->runtime_dir, "control", "socket", h->sock_path,
                        "plugin_path", MOLT_PLUGIN_DIR, MOLT_TEST_PLUGIN_DIR, "plugins", "name", "hello",
                        "file", "hello.so", "config", "body", H_HELLO_BODY, "routes", "prefix", "/", "plugin",
-                       "hello", "http", "header_timeout_ms", 3000, "keepalive_timeout_ms", 5000, "reload",
-                       "load_timeout_ms", 2000, "drain_timeout_ms", 3000, "idle_grace_ms", 50, "log", "level",
-                       "info");
+                       "hello", "http", "header_timeout_ms", h_ms(3000), "keepalive_timeout_ms", h_ms(5000),
+                       "reload", "load_timeout_ms", h_ms(2000), "drain_timeout_ms", h_ms(3000),
+                       "idle_grace_ms", 50, "log", "level", "info");
     H_CHECK(h->cfg != NULL, "json_pack of the default config failed");
+    if (h_scale() > 1) /* moltd's default (5000), scaled like the others */
+        h_cfg_set(h, "reload.handoff_timeout_ms", json_integer(h_ms(5000)));
     return h;
 }
 
@@ -438,7 +489,21 @@ void h_start(h_molt_t *h)
         if (getppid() != parent)
             _exit(127);
         child_prepare(in, out, err);
-        execl(H_MOLTD, "moltd", "-c", h->config_path, (char *)NULL);
+        const char *argv[H_MAX_LAUNCH + H_MAX_WRAP + 8];
+        size_t n = 0;
+        for (; n + 1 < H_MAX_LAUNCH && h->launch[n]; n++)
+            argv[n] = h->launch[n];
+        if (wrap_argv((const char *const[]){H_MOLTD, "-c", h->config_path, NULL}, argv + n, H_MAX_WRAP + 8)) {
+            execvp(argv[0], (char *const *)argv);
+        } else if (n) {
+            argv[n++] = H_MOLTD;
+            argv[n++] = "-c";
+            argv[n++] = h->config_path;
+            argv[n] = NULL;
+            execvp(argv[0], (char *const *)argv);
+        } else {
+            execl(H_MOLTD, "moltd", "-c", h->config_path, (char *)NULL);
+        }
         dprintf(STDERR_FILENO, "harness: execl(%s) failed: %s\n", H_MOLTD, strerror(errno));
         _exit(127);
     }
@@ -473,7 +538,8 @@ void h_start_ready(h_molt_t *h)
         if (h->exited)
             H_FAIL("moltd exited (wait status 0x%x) instead of becoming ready; see its log above",
                    (unsigned)h->wstatus);
-        H_FAIL("moltd (pid %d) did not become ready within 20 s; see its log above", (int)h->pid);
+        H_FAIL("moltd (pid %d) did not become ready within %d s; see its log above", (int)h->pid,
+               h_ms(20000) / 1000);
     }
 }
 
@@ -485,7 +551,7 @@ static unsigned configured_workers(const h_molt_t *h)
 
 bool h_wait_ready(h_molt_t *h, int timeout_ms)
 {
-    long long deadline = h_now_ms() + timeout_ms;
+    long long deadline = h_now_ms() + h_ms(timeout_ms);
     unsigned want = configured_workers(h);
     for (;;) {
         if (h_reap(h))
@@ -529,7 +595,7 @@ bool h_reap(h_molt_t *h)
 
 bool h_wait_exit(h_molt_t *h, int timeout_ms)
 {
-    long long deadline = h_now_ms() + timeout_ms;
+    long long deadline = h_now_ms() + h_ms(timeout_ms);
     while (!h_reap(h)) {
         if (h_now_ms() >= deadline)
             return false;
@@ -598,7 +664,7 @@ json_t *h_ctl_reply(int fd, int timeout_ms)
     size_t len = 0, cap = 0;
     if (fd < 0)
         return NULL;
-    long long deadline = h_now_ms() + timeout_ms;
+    long long deadline = h_now_ms() + h_ms(timeout_ms);
     for (;;) {
         if (buf && memchr(buf, '\n', len))
             break;
@@ -714,8 +780,8 @@ static void instance_stop(h_molt_t *h, bool fast)
     if (h->pid > 0 && !h_reap(h)) {
         kill(h->pid, fast ? SIGQUIT : SIGTERM);
         if (!h_wait_exit(h, 8000)) {
-            fprintf(stderr, "harness: moltd (pid %d) ignored SIG%s for 8 s; killing it\n", (int)h->pid,
-                    fast ? "QUIT" : "TERM");
+            fprintf(stderr, "harness: moltd (pid %d) ignored SIG%s for %d s; killing it\n", (int)h->pid,
+                    fast ? "QUIT" : "TERM", h_ms(8000) / 1000);
             kill(h->pid, SIGKILL);
             h_wait_exit(h, 5000);
         }
@@ -845,6 +911,9 @@ int h_runv(h_cmd_t *r, int timeout_ms, const char *const *argv)
     pid_t pid = fork();
     if (pid == 0) {
         child_prepare(in, op[1], ep[1]);
+        const char *wrapped[H_MAX_WRAP + 64];
+        if (strcmp(argv[0], H_MOLTD) == 0 && wrap_argv(argv, wrapped, H_MAX_WRAP + 64))
+            execvp(wrapped[0], (char *const *)wrapped);
         execvp(argv[0], (char *const *)argv);
         dprintf(STDERR_FILENO, "harness: exec %s failed: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -862,7 +931,7 @@ int h_runv(h_cmd_t *r, int timeout_ms, const char *const *argv)
     /* Read both pipes until both close, then wait for the exit; kill the
      * command if either takes longer than timeout_ms. */
     int fds[2] = {op[0], ep[0]};
-    long long deadline = h_now_ms() + timeout_ms;
+    long long deadline = h_now_ms() + h_ms(timeout_ms);
     bool killed = false;
     int st = 0;
     for (;;) {
@@ -986,7 +1055,9 @@ int h_curl(h_molt_t *h, h_resp_t *r, const char *arg0, ...)
     snprintf(body, sizeof(body), "%s/curl.body", h->dir);
     unlink(head);
     unlink(body);
-    const char *argv[64] = {"curl", "-sS", "--max-time", "10", "-D", head, "-o", body};
+    char max_time[16];
+    snprintf(max_time, sizeof(max_time), "%d", h_ms(10000) / 1000);
+    const char *argv[64] = {"curl", "-sS", "--max-time", max_time, "-D", head, "-o", body};
     size_t argc = 8;
     va_list ap;
     argv[argc++] = arg0;
@@ -1169,7 +1240,7 @@ void h_conn_open(h_conn_t *c, int family, int port)
         close(fd);
         H_FAIL("connect() to %s port %d: %s", family == AF_INET6 ? "[::1]" : "127.0.0.1", port, strerror(e));
     }
-    struct timeval tv = {.tv_sec = 5};
+    struct timeval tv = {.tv_sec = h_ms(5000) / 1000};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     c->fd = fd;
     if (h_nconns < MOLT_ARRAY_SIZE(h_conns))
@@ -1225,7 +1296,7 @@ int h_conn_read(h_conn_t *c, h_resp_t *r, int timeout_ms)
     memset(r, 0, sizeof(*r));
     c->cur = r;
     c->done = false;
-    long long deadline = h_now_ms() + timeout_ms;
+    long long deadline = h_now_ms() + h_ms(timeout_ms);
     int rc;
     for (;;) {
         if (c->len) {
@@ -1273,7 +1344,7 @@ int h_conn_wait_eof(h_conn_t *c, int timeout_ms)
         return -1;
     if (c->eof)
         return 1;
-    int r = conn_fill(c, timeout_ms);
+    int r = conn_fill(c, h_ms(timeout_ms));
     return r == 0 ? 1 : r < 0 ? 0 : -1;
 }
 
@@ -1317,6 +1388,6 @@ TCase *h_tcase(const char *name, int timeout)
     TCase *tc = tcase_create(name);
     tcase_add_unchecked_fixture(tc, h_suite_setup, h_suite_teardown);
     tcase_add_checked_fixture(tc, NULL, h_test_teardown);
-    tcase_set_timeout(tc, timeout);
+    tcase_set_timeout(tc, h_ms(timeout));
     return tc;
 }

@@ -15,6 +15,19 @@
  * that the tcase's unchecked teardown (in the runner, which survives a test
  * killed by its timeout) removes; Check itself kills the test's process
  * group when the test ends.
+ *
+ * Two environment variables let a slow runner (scripts/memcheck.sh: moltd
+ * under valgrind) use the same tests; unset, nothing changes:
+ * - MOLT_TEST_WRAPPER: a command prefix, split on spaces, that moltd is run
+ *   under (h_start(), and h_run() of H_MOLTD itself), e.g. "valgrind -q".
+ * - MOLT_TEST_TIMEOUT_SCALE: an integer factor >= 1 (default 1) for every
+ *   time the harness waits for moltd (h_ms()): the waits of h_wait_ready(),
+ *   h_wait_exit(), h_wait_pid_gone(), h_ctl(), h_conn_read(),
+ *   h_conn_wait_eof(), h_run() and curl, the tcase timeouts of h_tcase(), and
+ *   the safety-net timeouts of the default config (load, handoff, drain,
+ *   header and keep-alive timeouts). A timeout a test sets itself with
+ *   h_cfg_set() is written as given: a test that checks a timeout fire keeps
+ *   it; one whose timeout must also let normal work finish passes h_ms(ms).
  */
 #ifndef MOLT_TESTS_INTEGRATION_HARNESS_H
 #define MOLT_TESTS_INTEGRATION_HARNESS_H
@@ -39,6 +52,7 @@
 #define H_MOLTCTL MOLT_BUILD_DIR "/moltctl"
 #define H_HELLO_BODY "hello from molt\n"
 #define H_MAX_PIDS 256
+#define H_MAX_LAUNCH 24
 
 /* Fails the test after cleaning up everything it started (see above). */
 #define H_CHECK(expr, fmt, ...)                                                                              \
@@ -53,6 +67,10 @@
         h_on_failure();                                                                                      \
         ck_abort_msg(fmt, ##__VA_ARGS__);                                                                    \
     } while (0)
+
+/* ms scaled by MOLT_TEST_TIMEOUT_SCALE (see above): ms itself when it is unset. For a
+ * test's own bounds on how long moltd may take. */
+int h_ms(int ms);
 
 /* ---- fixtures ------------------------------------------------------------------------------ */
 
@@ -86,6 +104,12 @@ typedef struct h_molt {
     int wstatus;            /* moltd's wait status once exited */
     pid_t seen[H_MAX_PIDS]; /* every worker pid seen in a status reply or in the log */
     size_t nseen;
+    /* A command h_start() runs moltd under, NULL-terminated, before moltd's
+     * argv (and before MOLT_TEST_WRAPPER's words): one that execs moltd in
+     * its own process, so that h->pid stays moltd's, e.g. {"env",
+     * "NOTIFY_SOCKET=...", NULL} or systemd-socket-activate and its options.
+     * Empty (the default): moltd is exec'd directly. */
+    const char *launch[H_MAX_LAUNCH];
 } h_molt_t;
 
 /*
