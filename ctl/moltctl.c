@@ -74,6 +74,7 @@ static int cmd_stop(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char *
 static int cmd_reload(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 static int cmd_events(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 static int cmd_state(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
+static int cmd_metrics(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 
 static const ctl_cmd_t ctl_cmds[] = {
     {"status", "[--json]", "show moltd, its generation and its workers", cmd_status},
@@ -83,6 +84,7 @@ static const ctl_cmd_t ctl_cmds[] = {
     {"rollback", "[--json]", "re-activate the previous generation (verified like a reload)", cmd_reload},
     {"events", "", "follow reload and worker events, one JSON object per line", cmd_events},
     {"state", "NAME [--json]", "print instance NAME's live state in every worker, as JSON", cmd_state},
+    {"metrics", "", "print moltd's metrics in the Prometheus text format", cmd_metrics},
 };
 
 /* --- messages and usage ------------------------------------------------------ */
@@ -917,6 +919,37 @@ static int cmd_state(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char 
         return ret;
     json_object_del(r, "ok");
     ret = ctl_print_json(r);
+    json_decref(r);
+    return ret;
+}
+
+/*
+ * moltctl metrics: the Prometheus text the admin listener serves (GET
+ * /metrics), printed as moltd sent it; for a scrape without an admin
+ * listener (a textfile collector, say) or a look by hand.
+ */
+static int cmd_metrics(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv)
+{
+    const ctl_flag_t flags[] = {{NULL, NULL}};
+    int npos, ret = ctl_parse_args(cmd, argc, argv, flags, &npos);
+    json_t *r = NULL;
+    if (ret)
+        return ret;
+    if (npos > 0)
+        return ctl_usage_error(cmd, "unexpected argument '%s'", argv[1]);
+    ret = ctl_call(ctx, cmd->name, json_pack("{s:s}", "cmd", "metrics"), &r);
+    if (ret != MOLT_CTL_EXIT_OK)
+        return ret;
+    json_t *text = json_object_get(r, "metrics");
+    if (!json_is_string(text)) {
+        ctl_err("metrics: the reply has no \"metrics\" text");
+        ret = MOLT_CTL_EXIT_UNREACHABLE;
+    } else if (fwrite(json_string_value(text), 1, json_string_length(text), stdout) !=
+                   json_string_length(text) ||
+               fflush(stdout) == EOF) {
+        ctl_err("cannot write to stdout");
+        ret = MOLT_CTL_EXIT_FAILED;
+    }
     json_decref(r);
     return ret;
 }

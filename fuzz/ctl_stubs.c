@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "supervisor/ident.h"
+#include "supervisor/metrics.h"
 #include "supervisor/sup.h"
 
 sup_t S;
@@ -64,5 +65,11 @@ void sup_dump_forget(void *arg)
 int sup_ident_group(const char *name, gid_t *gid, char *err, size_t len)
 {
     (void)name, (void)gid, (void)err, (void)len;
+    abort();
+}
+
+int sup_metrics_render(molt_buf_t *out)
+{
+    (void)out;
     abort();
 }

@@ -694,6 +694,32 @@ static int parse_control(cfg_parse_t *p, json_t *root)
     return 0;
 }
 
+/* "admin": {"address": "127.0.0.1:9100"}: the supervisor's own HTTP listener
+ * (GET /metrics). Absent: none. Its address must differ from every listener's. */
+static int parse_admin(cfg_parse_t *p, json_t *root)
+{
+    static const char *const keys[] = {"address", NULL};
+    molt_config_t *cfg = p->cfg;
+    const char *address = NULL;
+    char why[128];
+    json_t *o;
+
+    if (get_section(p, "", root, "admin", keys, &o) < 0)
+        return -1;
+    if (!o)
+        return 0;
+    if (get_string(p, "admin", o, "address", true, &address) < 0)
+        return -1;
+    if (molt_parse_address(address, &cfg->admin_addr, &cfg->admin_addrlen, why, sizeof(why)) < 0)
+        return cfg_fail(p, "admin.address", "\"%s\": %s", address, why);
+    for (size_t i = 0; i < cfg->nlisten; i++)
+        if (addr_equal(&cfg->listen[i].addr, &cfg->admin_addr))
+            return cfg_fail(p, "admin.address", "\"%s\": same address as listen[%zu] (\"%s\")", address, i,
+                            cfg->listen[i].name);
+    cfg->admin_address = strdup(address);
+    return cfg->admin_address ? 0 : cfg_oom(p, "admin.address");
+}
+
 /* "user"/"group": a name, or null (the default) to keep the current one. */
 static int parse_identity(cfg_parse_t *p, json_t *root, const char *key, char **dst)
 {
@@ -1121,13 +1147,13 @@ static int parse_root(cfg_parse_t *p, json_t *root)
 {
     static const char *const keys[] = {"workers", "listen",      "control", "runtime_dir", "user",
                                        "group",   "plugin_path", "plugins", "routes",      "http",
-                                       "reload",  "log",         NULL};
+                                       "reload",  "log",         "admin",   NULL};
 
     if (check_keys(p, "", root, keys) < 0 || parse_workers(p, root) < 0 || parse_listen(p, root) < 0 ||
         parse_control(p, root) < 0 || parse_identity(p, root, "user", &p->cfg->user) < 0 ||
         parse_identity(p, root, "group", &p->cfg->group) < 0 || parse_plugin_path(p, root) < 0 ||
         parse_plugins(p, root) < 0 || parse_routes(p, root) < 0 || parse_http(p, root) < 0 ||
-        parse_reload(p, root) < 0 || parse_log(p, root) < 0)
+        parse_reload(p, root) < 0 || parse_log(p, root) < 0 || parse_admin(p, root) < 0)
         return -1;
     return 0;
 }
@@ -1263,6 +1289,7 @@ void molt_config_free(molt_config_t *cfg)
     free(cfg->group);
     free(cfg->control_group);
     free(cfg->log_file);
+    free(cfg->admin_address);
     for (size_t i = 0; i < cfg->nplugin_path; i++)
         free(cfg->plugin_path[i]);
     free(cfg->plugin_path);

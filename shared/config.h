@@ -103,6 +103,10 @@ typedef struct molt_config {
     char *user;           /* NULL = do not change */
     char *group;          /* NULL = do not change */
 
+    char *admin_address;  /* "admin.address" as written, or NULL: no admin listener (metrics) */
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_addrlen;
+
     char **plugin_path; /* absolute directories, searched in order */
     size_t nplugin_path;
     molt_plugin_cfg_t *plugins;

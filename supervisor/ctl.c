@@ -17,6 +17,7 @@
 #include "shared/log.h"
 #include "shared/util.h"
 #include "supervisor/ident.h"
+#include "supervisor/metrics.h"
 #include "supervisor/sup.h"
 
 #define CTL_MAX_LINE (64 * 1024)
@@ -148,6 +149,18 @@ static json_t *cmd_state(ctl_conn_t *c, const json_t *req)
     return NULL;
 }
 
+/* The Prometheus text the admin listener serves (supervisor/metrics.h), as one string. */
+static json_t *cmd_metrics(ctl_conn_t *c, const json_t *req)
+{
+    (void)c, (void)req;
+    molt_buf_t text = {0};
+    json_t *r = NULL;
+    if (sup_metrics_render(&text) == 0)
+        r = json_pack("{s:b,s:s%}", "ok", 1, "metrics", text.data ? text.data : "", text.len);
+    molt_buf_free(&text);
+    return r ? r : json_pack("{s:b,s:s}", "ok", 0, "error", "out of memory");
+}
+
 /* After the first line, the connection only receives events. */
 static json_t *cmd_events(ctl_conn_t *c, const json_t *req)
 {
@@ -191,6 +204,7 @@ static const struct {
     {"events", cmd_events},
     {"rollback", cmd_rollback},
     {"state", cmd_state},
+    {"metrics", cmd_metrics},
 };
 
 static json_t *ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -622,6 +622,35 @@ out:
     return rc;
 }
 
+int sup_gendir_count(const char *runtime_dir)
+{
+    int n = 0;
+    int fd = open(runtime_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    for (;;) {
+        errno = 0;
+        struct dirent *e = readdir(d);
+        if (!e) {
+            if (errno)
+                n = -errno;
+            break;
+        }
+        struct stat st;
+        if (is_gen_name(e->d_name) && fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISDIR(st.st_mode))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
 int sup_gendir_share(const char *dir, gid_t gid, char *err, size_t len)
 {
     DIR *d = NULL;

@@ -34,6 +34,7 @@
 #include "shared/chan.h"
 #include "shared/log.h"
 #include "shared/util.h"
+#include "supervisor/metrics.h"
 #include "supervisor/sup.h"
 
 /* The supervisor's own bound is the workers' handoff_timeout_ms plus this. */
@@ -182,6 +183,8 @@ static void ho_decide(void)
     if (HO.back) {
         json_decref(HO.back_last);
         HO.back_last = ho_figures();
+        sup_metrics_on_state_bytes("handback",
+                                   (uint64_t)json_integer_value(json_object_get(HO.back_last, "bytes")));
         molt_info("hand-back: done in %llu ms (%llu bytes of state)", (unsigned long long)(molt_now_ms() - HO.t0),
                   (unsigned long long)json_integer_value(json_object_get(HO.back_last, "bytes")));
         sup_reload_on_handback(true, NULL);
@@ -189,6 +192,7 @@ static void ho_decide(void)
     }
     json_decref(HO.last);
     HO.last = ho_figures();
+    sup_metrics_on_state_bytes("handoff", (uint64_t)json_integer_value(json_object_get(HO.last, "bytes")));
     molt_info("handoff: done in %llu ms (%llu bytes of state); health checks next",
               (unsigned long long)(molt_now_ms() - HO.t0),
               (unsigned long long)json_integer_value(json_object_get(HO.last, "bytes")));
@@ -675,6 +679,8 @@ void sup_catchup_on_restored(sup_proc_t *p, const molt_msg_t *msg)
 {
     ho_answer_t a;
     ho_answer_read(msg, &a);
+    if (!a.err[0])
+        sup_metrics_on_state_bytes("catchup", a.bytes);
     if (!a.err[0])
         molt_info("worker %u (pid %d) caught up: %llu instance state%s, %llu bytes in %llu ms; accepting", p->slot,
                   (int)p->pid, (unsigned long long)a.instances, a.instances == 1 ? "" : "s",

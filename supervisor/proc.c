@@ -21,6 +21,7 @@
 #include "shared/util.h"
 #include "supervisor/gendir.h"
 #include "supervisor/ident.h"
+#include "supervisor/metrics.h"
 #include "supervisor/slots.h"
 #include "supervisor/sibling.h"
 #include "supervisor/sup.h"
@@ -468,10 +469,15 @@ static void proc_on_ready(sup_proc_t *p, const molt_msg_t *msg)
 static void proc_on_stats(sup_proc_t *p, const molt_msg_t *msg)
 {
     const msgpack_object *req = molt_msg_get(msg, "requests");
+    uint64_t now[5];
+    memcpy(now, p->requests, sizeof(now));
     if (req && req->type == MSGPACK_OBJECT_ARRAY)
         for (uint32_t i = 0; i < req->via.array.size && i < 5; i++)
             if (req->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                p->requests[i] = req->via.array.ptr[i].via.u64;
+                now[i] = req->via.array.ptr[i].via.u64;
+    /* moltd's running totals: what this process served since its last report */
+    sup_metrics_on_requests(p->requests, now);
+    memcpy(p->requests, now, sizeof(now));
     molt_msg_get_u64(msg, "conns", &p->conns);
     molt_msg_get_u64(msg, "rss", &p->rss);
     if (sup_backoff_on_alive(&p->backoff, molt_now_ms() - p->started_mono))
@@ -623,6 +629,7 @@ static void proc_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (p->state == SUP_W_BACKOFF && S.state == SUP_RUNNING && p->gen->state == SUP_GEN_ACTIVE) {
         p->restarts++;
+        sup_metrics_on_restart();
         if (proc_spawn(p) < 0)
             proc_schedule_respawn(p);
     }

@@ -23,6 +23,7 @@
 #include "shared/chan.h"
 #include "shared/log.h"
 #include "shared/util.h"
+#include "supervisor/metrics.h"
 #include "supervisor/notify.h"
 #include "supervisor/reload.h"
 #include "supervisor/sup.h"
@@ -172,6 +173,13 @@ static sup_rl_event_t reload_prepare(void)
     }
     if (strcmp(cfg->control_socket, S.active->cfg->control_socket) != 0) {
         snprintf(R.reason, sizeof(R.reason), "%s: control.socket: changing it needs a restart", cfg->path);
+        molt_config_free(cfg);
+        return SUP_RLE_FAIL;
+    }
+    /* The admin listener is bound once, like the listeners. */
+    const char *admin = cfg->admin_address, *running = S.active->cfg->admin_address;
+    if ((admin || running) && (!admin || !running || strcmp(admin, running) != 0)) {
+        snprintf(R.reason, sizeof(R.reason), "%s: admin.address: changing it needs a restart", cfg->path);
         molt_config_free(cfg);
         return SUP_RLE_FAIL;
     }
@@ -369,6 +377,7 @@ static void outcome(int result)
     if (R.handback)
         json_object_set(o, "handback", R.handback);
     R.counts[result]++;
+    sup_metrics_on_reload(result_names[result], R.phase_ms, molt_now_ms() - R.t0);
     json_decref(R.last);
     R.last = o;
     json_t *ev = json_deep_copy(o);

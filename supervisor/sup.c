@@ -20,8 +20,10 @@
 #include "shared/exit.h"
 #include "shared/log.h"
 #include "shared/util.h"
+#include "supervisor/admin.h"
 #include "supervisor/gendir.h"
 #include "supervisor/ident.h"
+#include "supervisor/metrics.h"
 #include "supervisor/slots.h"
 #include "supervisor/sibling.h"
 #include "supervisor/notify.h"
@@ -213,6 +215,7 @@ int sup_run(const char *config_path)
     S.config_arg = config_path;
     S.started_wall = molt_wall_ms();
     S.started_mono = molt_now_ms();
+    sup_metrics_reset();
     molt_log_set_role("sup");
 
     if (molt_config_load(config_path, &cfg, err, sizeof(err)) < 0) {
@@ -279,8 +282,15 @@ int sup_run(const char *config_path)
         molt_config_free(cfg);
         return MOLT_EXIT_FAILURE;
     }
+    if (sup_admin_open(cfg, err, sizeof(err)) < 0) {
+        molt_crit("cannot start: %s: %s", cfg->path, err);
+        sup_listen_close(S.listen_fds, S.nlisten);
+        molt_config_free(cfg);
+        return MOLT_EXIT_FAILURE;
+    }
     if (sup_ctl_open(cfg) < 0) {
         molt_crit("cannot start: the control socket could not be opened (see above)");
+        sup_admin_close();
         sup_listen_close(S.listen_fds, S.nlisten);
         molt_config_free(cfg);
         return MOLT_EXIT_FAILURE;
@@ -310,6 +320,7 @@ out:
     sup_dump_free();
     sup_slots_free();
     sup_ctl_close();
+    sup_admin_close();
     sup_listen_close(S.listen_fds, S.nlisten);
     for (size_t i = 0; i < SUP_MAX_GENS; i++)
         sup_gen_free(S.gens[i]);

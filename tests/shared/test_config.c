@@ -504,6 +504,22 @@ START_TEST(test_listen_limit)
 }
 END_TEST
 
+/* "admin": absent by default; its address parsed like a listener's. */
+START_TEST(test_admin)
+{
+    molt_config_t *cfg = load_ok("{'listen': [{'address': '127.0.0.1:8080'}]}");
+    ck_assert_ptr_null(cfg->admin_address);
+    molt_config_free(cfg);
+    cfg = load_ok("{'listen': [{'address': '127.0.0.1:8080'}], 'admin': {'address': '127.0.0.1:9100'}}");
+    ck_assert_str_eq(cfg->admin_address, "127.0.0.1:9100");
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&cfg->admin_addr;
+    ck_assert_int_eq(sin->sin_family, AF_INET);
+    ck_assert_uint_eq(cfg->admin_addrlen, sizeof(struct sockaddr_in));
+    ck_assert_uint_eq(ntohs(sin->sin_port), 9100);
+    molt_config_free(cfg);
+}
+END_TEST
+
 /* molt_config_load from a real file, with a relative path kept for messages. */
 START_TEST(test_load_file)
 {
@@ -904,6 +920,14 @@ static const struct bad_case {
     {"{" L ", 'log': {'file': 1}}", ": log.file: must be a string", NULL},
     {"{" L ", 'control': {'group': 5}}", ": control.group: must be a group name or null", NULL},
     {"{" L ", 'control': {'group': ''}}", ": control.group: must be a group name or null", NULL},
+    /* admin */
+    {"{" L ", 'admin': '127.0.0.1:9100'}", ": admin: must be an object", NULL},
+    {"{" L ", 'admin': {}}", ": admin.address: required", NULL},
+    {"{" L ", 'admin': {'address': 'localhost:9100'}}",
+     ": admin.address: 'localhost:9100': not a numeric IPv4", NULL},
+    {"{" L ", 'admin': {'address': '127.0.0.1:8080'}}",
+     ": admin.address: '127.0.0.1:8080': same address as listen[0]", NULL},
+    {"{" L ", 'admin': {'address': '127.0.0.1:9100', 'path': '/m'}}", ": admin.path: unknown key", NULL},
 };
 
 START_TEST(test_invalid)
@@ -1033,6 +1057,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_relative_paths);
     tcase_add_test(tc, test_absolute_plugin_file);
     tcase_add_test(tc, test_listen_limit);
+    tcase_add_test(tc, test_admin);
     tcase_add_test(tc, test_load_file);
     tcase_add_test(tc, test_load_string_missing_dir);
     tcase_add_test(tc, test_error_buffer);
