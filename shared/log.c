@@ -135,6 +135,7 @@ static void write_line(const char *line, size_t n)
 }
 
 /* The message text: fmt expanded, cut with "..." at the buffer's end. */
+static void format_msg(char *buf, size_t cap, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 static void format_msg(char *buf, size_t cap, const char *fmt, va_list ap)
 {
     int n = vsnprintf(buf, cap, fmt, ap);
@@ -144,6 +145,8 @@ static void format_msg(char *buf, size_t cap, const char *fmt, va_list ap)
 
 /* One JSON object. False if it could not be built (out of memory): the caller
  * writes the text line instead. */
+static bool log_line_json(molt_log_level_t level, const char *ts, const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 static bool log_line_json(molt_log_level_t level, const char *ts, const char *prefix, const char *fmt, va_list ap)
 {
     char msg[2048], stack[4096];

@@ -284,12 +284,14 @@ int sup_run(const char *config_path)
     }
     if (sup_admin_open(cfg, err, sizeof(err)) < 0) {
         molt_crit("cannot start: %s: %s", cfg->path, err);
+        sup_notify_status("cannot start: the admin listener could not be opened");
         sup_listen_close(S.listen_fds, S.nlisten);
         molt_config_free(cfg);
         return MOLT_EXIT_FAILURE;
     }
     if (sup_ctl_open(cfg) < 0) {
         molt_crit("cannot start: the control socket could not be opened (see above)");
+        sup_notify_status("cannot start: the control socket could not be opened");
         sup_admin_close();
         sup_listen_close(S.listen_fds, S.nlisten);
         molt_config_free(cfg);
