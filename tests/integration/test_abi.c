@@ -603,7 +603,7 @@ START_TEST(test_session)
     /* session_close runs when a connection goes. */
     h_conn_close(&c1);
     long long closes = closes1;
-    for (long long deadline = h_now_ms() + 3000; h_now_ms() < deadline && closes < closes1 + 1;
+    for (long long deadline = h_now_ms() + h_ms(3000); h_now_ms() < deadline && closes < closes1 + 1;
          h_sleep_ms(50)) {
         get(&c2, NULL, &r, 200, "connection 2, waiting for session_close");
         closes = hdr_num(&r, "X-Closes-a", "connection 2");

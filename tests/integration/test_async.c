@@ -350,7 +350,7 @@ START_TEST(test_client_gone)
     h_conn_close(&c);
 
     long long aborts = aborts0;
-    for (long long end = h_now_ms() + 3000; aborts == aborts0 && h_now_ms() < end; h_sleep_ms(20)) {
+    for (long long end = h_now_ms() + h_ms(3000); aborts == aborts0 && h_now_ms() < end; h_sleep_ms(20)) {
         get_new(h, "/", NULL, &r, 200, "after the client went away");
         aborts = hdr_num(&r, "X-Aborts", "after the client went away");
         h_resp_free(&r);

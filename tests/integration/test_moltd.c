@@ -355,7 +355,7 @@ START_TEST(test_malformed)
 
     /* ...and the error responses are counted as 4xx (reported every 0.5 s). */
     long long n4 = 0;
-    for (long long deadline = h_now_ms() + 3000; h_now_ms() < deadline; h_sleep_ms(100)) {
+    for (long long deadline = h_now_ms() + h_ms(3000); h_now_ms() < deadline; h_sleep_ms(100)) {
         json_t *st = h_status(h);
         n4 = st ? requests_sum(st, "4xx") : 0;
         json_decref(st);
@@ -578,7 +578,7 @@ START_TEST(test_moltctl_status_json)
     }
     h_conn_close(&c);
     long long n2 = 0, total = 0;
-    for (long long deadline = h_now_ms() + 3000; h_now_ms() < deadline; h_sleep_ms(100)) {
+    for (long long deadline = h_now_ms() + h_ms(3000); h_now_ms() < deadline; h_sleep_ms(100)) {
         st = moltctl_json(h);
         n2 = requests_sum(st, "2xx");
         total = requests_sum(st, "total");
@@ -704,7 +704,7 @@ typedef struct broken {
     const char *file;
     const char *why_check[3]; /* in moltd -t's message */
     const char *why_run[3];   /* in the supervisor's "cannot start" line */
-    unsigned load_timeout_ms; /* 0: the harness's default */
+    unsigned load_timeout_ms; /* 0: the harness's default; else set (h_ms) and named in both as "N ms" */
 } broken_t;
 
 static const broken_t broken[] = {
@@ -726,7 +726,7 @@ static const broken_t broken[] = {
      {"descriptor is 64 bytes, smaller than"},
      0},
     {"garbage", "garbage.so", {"invalid ELF header"}, {"invalid ELF header"}, 0},
-    {"hanger", "tp_hang_init.so", {"within", "500 ms"}, {"did not become ready", "500 ms"}, 500},
+    {"hanger", "tp_hang_init.so", {"within"}, {"did not become ready"}, 500},
 };
 
 /* Adds the broken instance after hello, so that a message naming the wrong
@@ -744,8 +744,17 @@ static void add_broken(h_molt_t *h, const broken_t *b)
         json_array_append_new(json_object_get(h->cfg, "plugin_path"), json_string(dir));
     }
     h_add_plugin(h, b->instance, b->file, NULL);
-    if (b->load_timeout_ms)
-        h_cfg_set(h, "reload.load_timeout_ms", json_integer(b->load_timeout_ms));
+    if (b->load_timeout_ms) /* h_ms: hello, loaded first, must make it in time */
+        h_cfg_set(h, "reload.load_timeout_ms", json_integer(h_ms((int)b->load_timeout_ms)));
+}
+
+/* "500 ms": how moltd names b's load_timeout_ms; "" when b has none. */
+static const char *broken_timeout(const broken_t *b, char *buf, size_t len)
+{
+    if (!b->load_timeout_ms)
+        return "";
+    snprintf(buf, len, "%d ms", h_ms((int)b->load_timeout_ms));
+    return buf;
 }
 
 START_TEST(test_check_broken)
@@ -755,9 +764,10 @@ START_TEST(test_check_broken)
     add_broken(h, b);
     char inst[80];
     snprintf(inst, sizeof(inst), "plugin %s ", b->instance);
-    const char *needles[6] = {inst, b->file};
+    char ms[32];
+    const char *needles[7] = {inst, b->file, broken_timeout(b, ms, sizeof(ms))};
     for (size_t k = 0; k < 3 && b->why_check[k]; k++)
-        needles[2 + k] = b->why_check[k];
+        needles[3 + k] = b->why_check[k];
     char what[128];
     snprintf(what, sizeof(what), "plugin %s (%s)", b->instance, b->file);
     check_fails(h, needles, what);
@@ -776,7 +786,7 @@ START_TEST(test_refuse_start)
     long long took = h_now_ms() - t0;
     H_CHECK(h_exit_code(h) == 1, "moltd with plugin %s (%s): wait status 0x%x, expected exit code 1",
             b->instance, b->file, (unsigned)h->wstatus);
-    H_CHECK(took < 5000, "moltd took %lld ms to give up on plugin %s (%s)", took, b->instance, b->file);
+    H_CHECK(took < h_ms(5000), "moltd took %lld ms to give up on plugin %s (%s)", took, b->instance, b->file);
 
     /* The supervisor's own verdict names the instance, the file and the reason. */
     char sup[32], inst[80];
@@ -784,7 +794,12 @@ START_TEST(test_refuse_start)
     snprintf(inst, sizeof(inst), "plugin %s ", b->instance);
     char *line = h_log_line(h, (const char *const[]){sup, "cannot start:", NULL});
     H_CHECK(line != NULL, "moltd's log has no 'cannot start:' line from the supervisor");
-    const char *missing = !strstr(line, inst) ? inst : !strstr(line, b->file) ? b->file : NULL;
+    char ms[32];
+    const char *timeout = broken_timeout(b, ms, sizeof(ms));
+    const char *missing = !strstr(line, inst)      ? inst
+                          : !strstr(line, b->file) ? b->file
+                          : !strstr(line, timeout) ? timeout
+                                                   : NULL;
     for (size_t k = 0; k < 3 && b->why_run[k] && !missing; k++)
         if (!strstr(line, b->why_run[k]))
             missing = b->why_run[k];
@@ -820,7 +835,7 @@ START_TEST(test_worker_sigkill_replaced)
 
     json_t *st = NULL;
     const json_t *w = NULL;
-    for (long long deadline = h_now_ms() + 5000;; h_sleep_ms(20)) {
+    for (long long deadline = h_now_ms() + h_ms(5000);; h_sleep_ms(20)) {
         json_decref(st);
         st = h_status(h);
         w = st ? h_status_slot(st, 0) : NULL;
@@ -864,7 +879,7 @@ END_TEST
 /* Waits until slot 0 runs a ready worker other than `not`; returns its pid. */
 static pid_t wait_slot0_ready(h_molt_t *h, pid_t not, int timeout_ms)
 {
-    for (long long deadline = h_now_ms() + timeout_ms;; h_sleep_ms(10)) {
+    for (long long deadline = h_now_ms() + h_ms(timeout_ms);; h_sleep_ms(10)) {
         json_t *st = h_status(h);
         const json_t *w = st ? h_status_slot(st, 0) : NULL;
         pid_t pid = (pid_t)json_integer_value(json_object_get(w, "pid"));
@@ -912,7 +927,7 @@ START_TEST(test_crash_respawn_backoff)
     /* Fifth death: a crash loop, waiting 1600 ms before the next start. */
     json_t *st = NULL;
     const json_t *w = NULL;
-    for (long long deadline = h_now_ms() + 1000;; h_sleep_ms(10)) {
+    for (long long deadline = h_now_ms() + h_ms(1000);; h_sleep_ms(10)) {
         json_decref(st);
         st = h_status(h);
         w = st ? h_status_slot(st, 0) : NULL;

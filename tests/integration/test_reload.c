@@ -124,7 +124,8 @@ static const struct {
 START_TEST(test_rollback)
 {
     h_molt_t *h = h_new();
-    h_cfg_set(h, "reload.load_timeout_ms", json_integer(600));
+    /* short for tp_hang_init, long enough for every other worker to load (h_ms) */
+    h_cfg_set(h, "reload.load_timeout_ms", json_integer(h_ms(600)));
     h_cfg_set(h, "reload.health.stable_ms", json_integer(100));
     h_start_ready(h);
     pid_t old[2];
@@ -236,7 +237,8 @@ START_TEST(test_wrk_through_reloads)
 {
     h_molt_t *h = h_new();
     h_cfg_set(h, "reload.health.stable_ms", json_integer(50));
-    h_cfg_set(h, "reload.idle_grace_ms", json_integer(100));
+    /* wrk's time to send its next request on a kept-alive connection (h_ms: a slow runner starves it) */
+    h_cfg_set(h, "reload.idle_grace_ms", json_integer(h_ms(100)));
     h_start_ready(h);
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "wrk -t2 -c32 -d6s http://127.0.0.1:%d/ 2>&1", h->port);
@@ -312,7 +314,7 @@ START_TEST(test_verify_crash)
     FILE *f = popen(cmd, "r");
     H_CHECK(f != NULL, "popen(moltctl reload)");
     /* wait for the verify window, then crash a worker of the new generation */
-    long long deadline = h_now_ms() + 5000;
+    long long deadline = h_now_ms() + h_ms(5000);
     bool verifying = false;
     while (!verifying && h_now_ms() < deadline) {
         json_t *st = h_status(h);
