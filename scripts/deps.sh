@@ -2,6 +2,7 @@
 # Installs the Debian 12 packages molt needs to build, test and run, if any
 # is missing. Sourced by scripts/run-example.sh and scripts/test.sh.
 # `molt_install_deps fuzz` also installs MOLT_FUZZ_DEPS (the fuzz build, fuzz/).
+# `molt_install_deps memcheck` also installs MOLT_MEMCHECK_DEPS (scripts/memcheck.sh).
 set -euo pipefail
 
 MOLT_DEPS=(
@@ -19,9 +20,15 @@ MOLT_FUZZ_DEPS=(
     clang libclang-rt-14-dev llvm
 )
 
+# Only for scripts/memcheck.sh: the integration suites with moltd under valgrind.
+MOLT_MEMCHECK_DEPS=(
+    valgrind
+)
+
 molt_install_deps() {
     local missing=() want=("${MOLT_DEPS[@]}")
     [ "${1:-}" = fuzz ] && want+=("${MOLT_FUZZ_DEPS[@]}")
+    [ "${1:-}" = memcheck ] && want+=("${MOLT_MEMCHECK_DEPS[@]}")
     for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
