@@ -9,7 +9,7 @@ MOLT_DEPS=(
     gcc make cmake pkg-config           # toolchain
     libev-dev uuid-dev libmsgpack-dev libjansson-dev libhttp-parser-dev nettle-dev libxxhash-dev uthash-dev  # libraries
     check                               # unit and integration test framework
-    curl wrk                            # real clients used by the tests
+    curl wrk python3                    # real clients used by the tests (python3: tests/chaos/)
     systemd                             # systemd-socket-activate, systemd-analyze (tests/integration/test_systemd.c)
     util-linux passwd                   # setpriv; useradd, groupadd (integ_production makes a user)
 )
