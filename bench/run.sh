@@ -72,7 +72,7 @@ plot() { # name gnuplot-script
 if [[ -s $DATA/state.tsv ]]; then
     plot handoff "set title 'State handoff: kv (strict, replicated), 2 workers, medians';
         set logscale x; set xlabel 'kv table per worker (MB)'; set ylabel 'rate (MB/s)'; set y2label 'accept pause (ms)';
-        set ytics nomirror; set y2tics; set key left top; set grid;
+        set ytics nomirror; set y2tics; set yrange [0:*]; set y2range [0:*]; set key left top; set grid;
         plot '$DATA/state.tsv' using 1:4 skip 1 with linespoints lw 2 title 'handoff rate (MB/s)',
              '' using 1:5 skip 1 axes x1y2 with linespoints lw 2 title 'accept pause (ms)'"
 fi
