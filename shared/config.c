@@ -517,15 +517,17 @@ const char *molt_format_address(const struct sockaddr *sa, socklen_t len, char *
         const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
         size_t n = (size_t)len - offsetof(struct sockaddr_un, sun_path);
 
-        snprintf(buf, buflen, "unix:%.*s", (int)strnlen(un->sun_path, n), un->sun_path);
+        if (un->sun_path[0] || n < 2) /* a path; else abstract: a NUL, then the name up to len */
+            snprintf(buf, buflen, "unix:%.*s", (int)strnlen(un->sun_path, n), un->sun_path);
+        else
+            snprintf(buf, buflen, "unix:@%.*s", (int)(n - 1), un->sun_path + 1);
     } else {
         snprintf(buf, buflen, "(unknown address)");
     }
     return buf;
 }
 
-/* Same family, address and port; "*:80" equals "0.0.0.0:80". */
-static bool addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+bool molt_address_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
     if (a->ss_family != b->ss_family)
         return false;
@@ -626,7 +628,7 @@ static int parse_listen(cfg_parse_t *p, json_t *root)
         if (!l->address)
             return cfg_oom(p, ak);
         for (size_t j = 0; j < i; j++)
-            if (addr_equal(&cfg->listen[j].addr, &l->addr))
+            if (molt_address_equal(&cfg->listen[j].addr, &l->addr))
                 return cfg_fail(p, ak, "\"%s\": same address as listen[%zu] (\"%s\")", address, j,
                                 cfg->listen[j].name);
 
@@ -713,7 +715,7 @@ static int parse_admin(cfg_parse_t *p, json_t *root)
     if (molt_parse_address(address, &cfg->admin_addr, &cfg->admin_addrlen, why, sizeof(why)) < 0)
         return cfg_fail(p, "admin.address", "\"%s\": %s", address, why);
     for (size_t i = 0; i < cfg->nlisten; i++)
-        if (addr_equal(&cfg->listen[i].addr, &cfg->admin_addr))
+        if (molt_address_equal(&cfg->listen[i].addr, &cfg->admin_addr))
             return cfg_fail(p, "admin.address", "\"%s\": same address as listen[%zu] (\"%s\")", address, i,
                             cfg->listen[i].name);
     cfg->admin_address = strdup(address);

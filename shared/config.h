@@ -146,7 +146,11 @@ void molt_config_free(molt_config_t *cfg);
 int molt_parse_address(const char *text, struct sockaddr_storage *addr, socklen_t *addrlen, char *err,
                        size_t errlen);
 
-/* Formats an address as "127.0.0.1:8080" or "[::1]:8080" into buf. */
+/* Formats an address as "127.0.0.1:8080", "[::1]:8080" or "unix:PATH" ("unix:@NAME" when
+ * abstract) into buf. */
 const char *molt_format_address(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
+
+/* Same family, address and port; "*:80" equals "0.0.0.0:80". */
+bool molt_address_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
 #endif

@@ -163,43 +163,6 @@ out:
     return rc < 0 ? -1 : (int)A.n;
 }
 
-/* "127.0.0.1:8080", "[::1]:8080", a unix path, or "?" for what a socket is bound to. */
-static void sockname(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t outlen)
-{
-    char ip[INET6_ADDRSTRLEN];
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-        snprintf(out, outlen, "%s:%u", ip, (unsigned)ntohs(s4->sin_port));
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-        snprintf(out, outlen, "[%s]:%u", ip, (unsigned)ntohs(s6->sin6_port));
-    } else if (ss->ss_family == AF_UNIX && len > offsetof(struct sockaddr_un, sun_path)) {
-        const struct sockaddr_un *su = (const struct sockaddr_un *)ss;
-        snprintf(out, outlen, "unix:%s%.*s", su->sun_path[0] ? "" : "@",
-                 (int)(len - offsetof(struct sockaddr_un, sun_path) - 1), su->sun_path + !su->sun_path[0]);
-    } else {
-        snprintf(out, outlen, "(address family %d)", ss->ss_family);
-    }
-}
-
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const struct sockaddr_in *)a, *y = (const struct sockaddr_in *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a, *y = (const struct sockaddr_in6 *)b;
-        return x->sin6_port == y->sin6_port &&
-               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-    }
-    return false;
-}
-
 int sup_listen_activated(const char *name, const molt_listen_cfg_t *l)
 {
     size_t i;
@@ -244,8 +207,8 @@ int sup_listen_activated(const char *name, const molt_listen_cfg_t *l)
     char bound[160] = "?";
     memset(&ss, 0, sizeof(ss));
     if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
-        sockname(&ss, sslen, bound, sizeof(bound));
-    if (same_addr(&ss, &l->addr))
+        molt_format_address((const struct sockaddr *)&ss, sslen, bound, sizeof(bound));
+    if (molt_address_equal(&ss, &l->addr))
         molt_info("listening on %s (%s, socket-activated fd %d)", l->address, name, fd);
     else
         molt_notice("listener %s: socket-activated fd %d is bound to %s, not %s as configured; serving on it",
