@@ -12,6 +12,7 @@ MOLT_DEPS=(
     curl wrk python3                    # real clients used by the tests (python3: tests/chaos/)
     systemd                             # systemd-socket-activate, systemd-analyze (tests/integration/test_systemd.c)
     util-linux passwd                   # setpriv; useradd, groupadd (integ_production makes a user)
+    man-db                              # man and groff: integ_sdk renders the installed man pages
 )
 
 # Only for the libFuzzer build (fuzz/README.md): clang 14, its libFuzzer and

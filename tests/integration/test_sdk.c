@@ -9,12 +9,19 @@
  *   lib/, lib64/ or a multiarch lib/<triplet>/); `make install` puts ping.so
  *   into `pkg-config --variable=plugindir molt-plugin`; the installed moltd
  *   checks it (--check-plugin, -t) and a moltd serves it to curl.
+ * - What the same install adds for operators: the systemd units (paths of
+ *   the installed binaries and of the prefix's sysconfdir, systemd-analyze
+ *   verify), the example config (installed plugins, moltd -t), the man pages
+ *   moltd(8) and moltctl(8) (every section, every option and command of
+ *   --help, rendered by groff -ww and man -l without a warning; each of those
+ *   two is skipped, saying so, when groff or man is not installed).
  * - `moltd --check-plugin` on good and broken files: wrong ABI, no entry
  *   symbol, bad descriptors, constructors that crash, hang or exit, an entry
  *   point that crashes, a text file.
  *
  * Built from its own source (not test_moltd.c) as test_integ_sdk.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
@@ -244,6 +251,346 @@ START_TEST(test_install_build_serve)
 }
 END_TEST
 
+/* ---- cmake --install: systemd units, example config, man pages ----------------------------- */
+
+/* s with every `from` replaced by `to`, malloc'd. */
+static char *replace_all(const char *s, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to), n = 0;
+    for (const char *p = s; (p = strstr(p, from)); p += fl)
+        n++;
+    char *out = malloc(strlen(s) + n * (tl > fl ? tl - fl : 0) + 1);
+    H_CHECK(out != NULL, "out of memory");
+    char *o = out;
+    for (const char *p = s, *hit; *p; p = hit + fl) {
+        if (!(hit = strstr(p, from))) {
+            strcpy(o, p);
+            return out;
+        }
+        memcpy(o, p, (size_t)(hit - p));
+        o += hit - p;
+        memcpy(o, to, tl);
+        o += tl;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Replaces *s by replace_all(*s, from, to). */
+static void replace_in(char **s, const char *from, const char *to)
+{
+    char *r = replace_all(*s, from, to);
+    free(*s);
+    *s = r;
+}
+
+/* The whole file, malloc'd; fails the test when it is missing or empty. */
+static char *slurp(const char *path)
+{
+    H_CHECK(h_file_exists(path), "cmake --install did not install %s", path);
+    size_t len;
+    char *text = h_read_file(path, &len);
+    H_CHECK(len > 0, "%s is empty", path);
+    return text;
+}
+
+/* The value of a unit's first KEY= line, malloc'd; NULL if it has none. */
+static char *unit_value(const char *text, const char *key)
+{
+    size_t kl = strlen(key);
+    for (const char *line = text; *line;) {
+        size_t ll = strcspn(line, "\n");
+        if (ll > kl && strncmp(line, key, kl) == 0 && line[kl] == '=')
+            return strndup(line + kl + 1, ll - kl - 1);
+        line += ll + (line[ll] == '\n');
+    }
+    return NULL;
+}
+
+/* Whether roff source `text` names `word` (an option, a command, a variable)
+ * as an item: on a line of the bold macros (.B, .BR, .BI), written as roff
+ * writes it ('-' as "\-"), as a whole word. */
+static bool man_has_item(const char *text, const char *word)
+{
+    char *rw = replace_all(word, "-", "\\-");
+    size_t wl = strlen(rw);
+    bool found = false;
+    for (const char *line = text; *line && !found;) {
+        size_t ll = strcspn(line, "\n");
+        if (strncmp(line, ".B ", 3) == 0 || strncmp(line, ".BR ", 4) == 0 || strncmp(line, ".BI ", 4) == 0) {
+            for (const char *p = line; !found && (p = strstr(p, rw)) && p < line + ll; p++) {
+                char before = p[-1], after = p[wl];
+                found = (before == ' ' || before == '"') &&
+                        !(isalnum((unsigned char)after) || after == '_' || after == '\\' || after == '-');
+            }
+        }
+        line += ll + (line[ll] == '\n');
+    }
+    free(rw);
+    return found;
+}
+
+/* Every option (a word starting with '-') of a program's --help, and for
+ * moltctl every command and variable, is an item of its man page. */
+static void check_man_covers_help(const char *page, const char *text, const char *prog)
+{
+    h_cmd_t r;
+    int code = h_run(&r, 20000, prog, "--help", NULL);
+    H_CHECK(code == 0 && r.out[0], "%s --help exited with %d", prog, code);
+    char *help = strdup(r.out);
+    h_cmd_free(&r);
+    H_CHECK(help != NULL, "out of memory");
+    enum { NONE, COMMANDS, ENVIRONMENT } section = NONE;
+    for (char *save = NULL, *line = strtok_r(help, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strcmp(line, "commands:") == 0 || strcmp(line, "environment:") == 0) {
+            section = line[0] == 'c' ? COMMANDS : ENVIRONMENT;
+            continue;
+        }
+        if (line[0] != ' ')
+            section = NONE;
+        /* The first word of a command's or variable's line. */
+        if (section != NONE && line[0] == ' ' && line[1] == ' ' && line[2] != ' ') {
+            char word[64];
+            snprintf(word, sizeof(word), "%.*s", (int)strcspn(line + 2, " "), line + 2);
+            H_CHECK(man_has_item(text, word), "%s does not describe %s of `%s --help`", page, word, prog);
+        }
+        char *copy = strdup(line);
+        H_CHECK(copy != NULL, "out of memory");
+        for (char *s2 = NULL, *w = strtok_r(copy, " \t[]|,()", &s2); w; w = strtok_r(NULL, " \t[]|,()", &s2))
+            if (w[0] == '-' && w[1])
+                H_CHECK(man_has_item(text, w), "%s does not describe option %s of `%s --help`", page, w,
+                        prog);
+        free(copy);
+    }
+    free(help);
+}
+
+/* The page renders: groff without a single warning, and man -l. Each check
+ * is skipped, saying so, when its program is not installed (man-db, groff). */
+static void check_man_renders(const char *page, const char *name)
+{
+    h_cmd_t r;
+    bool have_groff = h_run(&r, 10000, "sh", "-c", "command -v groff", NULL) == 0;
+    h_cmd_free(&r);
+    if (have_groff) {
+        int code = h_run(&r, 20000, "groff", "-man", "-Tutf8", "-ww", "-z", page, NULL);
+        bool quiet = r.err[0] == '\0';
+        if (code != 0 || !quiet)
+            fprintf(stderr, "---- groff -man -Tutf8 -ww -z %s exited with %d ----\n%s\n", page, code, r.err);
+        h_cmd_free(&r);
+        H_CHECK(code == 0 && quiet, "groff warns about %s (see stderr)", page);
+    } else {
+        fprintf(stderr, "integ_sdk: groff is not installed: %s not checked for roff warnings\n", page);
+    }
+    bool have_man = h_run(&r, 10000, "sh", "-c", "command -v man", NULL) == 0;
+    h_cmd_free(&r);
+    if (!have_man) {
+        fprintf(stderr, "integ_sdk: man (man-db) is not installed: man -l %s not checked\n", page);
+        return;
+    }
+    int code = h_run(&r, 30000, "env", "MANWIDTH=80", "man", "-l", page, NULL);
+    bool rendered = strstr(r.out, "NAME") && strstr(r.out, "SYNOPSIS") && strstr(r.out, "SEE ALSO") &&
+                    strstr(r.out, name);
+    bool warned = strstr(r.err, "warning") != NULL;
+    if (code != 0 || !rendered || warned)
+        fprintf(stderr, "---- man -l %s exited with %d ----\n%s%s\n", page, code, r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(code == 0 && rendered && !warned, "man -l %s does not render it cleanly (see stderr)", page);
+}
+
+/* A path of the install as the installed files write it: plain, or in a man
+ * page as dist/install.cmake writes it for roff ('-' as "\-", and "\:" after
+ * each '/', where a long path may break). */
+static char *as_written(const char *path, bool roff)
+{
+    if (!roff)
+        return strdup(path);
+    char *w = replace_all(path, "-", "\\-");
+    replace_in(&w, "/", "/\\:");
+    return w;
+}
+
+/* The installed paths (prefix, plugin directory) put back to the repository's
+ * (prefix /usr), as dist/install.cmake's table has them: what an installed
+ * file must then equal, byte for byte, to be the repository's file with only
+ * its paths changed. */
+static char *as_in_repo(const char *installed, const char *prefix, const char *plugindir, bool roff)
+{
+    static const char *const table[][2] = {
+        {"/sbin/", "/usr/sbin/"},
+        {"/etc/molt/", "/etc/molt/"},
+        {"/lib/systemd/system", "/usr/lib/systemd/system"},
+        {"/share/doc/molt", "/usr/share/doc/molt"},
+    };
+    char *text = strdup(installed);
+    H_CHECK(text != NULL, "out of memory");
+    char *w = as_written(plugindir, roff);
+    replace_in(&text, w, "/usr/lib/molt/plugins");
+    free(w);
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof(path), "%s%s", prefix, table[i][0]);
+        w = as_written(path, roff);
+        replace_in(&text, w, table[i][1]);
+        free(w);
+    }
+    return text;
+}
+
+/* The installed file `installed` (its text) is the repository's file `rel`
+ * with only the paths changed, and names no /usr path any more. */
+static void check_only_paths_changed(const char *installed, const char *rel, const char *prefix,
+                                     const char *plugindir, bool roff)
+{
+    char src[PATH_MAX];
+    snprintf(src, sizeof(src), "%s/%s", MOLT_SOURCE_DIR, rel);
+    size_t len;
+    char *repo = h_read_file(src, &len);
+    H_CHECK(len > 0, "cannot read %s", src);
+    char *back = as_in_repo(installed, prefix, plugindir, roff);
+    bool same = strcmp(back, repo) == 0;
+    if (!same)
+        fprintf(stderr, "---- installed %s, paths put back ----\n%s\n", rel, back);
+    free(back);
+    free(repo);
+    H_CHECK(same, "the installed %s is not %s with only its paths changed (see stderr)", rel, rel);
+    H_CHECK(!strstr(installed, "/usr/"), "the installed %s still names a path in /usr", rel);
+}
+
+/*
+ * What `cmake --install` adds for running molt:
+ * - the example config (DOCDIR/examples/molt.json): dist/molt.json with
+ *   plugin_path the installed plugins' directory; the installed moltd -t
+ *   accepts it;
+ * - the systemd units (lib/systemd/system): dist's, with ExecStart= and
+ *   ExecReload= naming the installed moltd and moltctl and the config in the
+ *   prefix's sysconfdir, nothing else changed; systemd-analyze verify
+ *   accepts them as installed (it checks that the binaries exist);
+ * - moltd(8) and moltctl(8) (MANDIR/man8): man/'s pages with the paths of
+ *   the prefix; every section; every option, command and variable of the
+ *   programs' --help described; the environment and signals of moltd, USR2
+ *   as not implemented; groff -ww and man -l render them without a warning.
+ */
+START_TEST(test_install_operations)
+{
+    h_molt_t *h = h_new();
+    char prefix[PATH_MAX], pcdir[PATH_MAX], p[PATH_MAX + 128], want[2 * PATH_MAX + 128];
+    install_into(h, prefix, sizeof(prefix), pcdir, sizeof(pcdir));
+    char moltd[PATH_MAX + 16], moltctl[PATH_MAX + 16];
+    snprintf(moltd, sizeof(moltd), "%s/sbin/moltd", prefix);
+    snprintf(moltctl, sizeof(moltctl), "%s/sbin/moltctl", prefix);
+
+    /* The example config. */
+    snprintf(p, sizeof(p), "%s/share/doc/molt/examples/molt.json", prefix);
+    H_CHECK(h_file_exists(p), "cmake --install did not install the example config %s", p);
+    json_error_t jerr;
+    json_t *installed = json_load_file(p, 0, &jerr);
+    H_CHECK(installed != NULL, "%s: %s", p, jerr.text);
+    json_t *dist = json_load_file(MOLT_SOURCE_DIR "/dist/molt.json", 0, &jerr);
+    H_CHECK(dist != NULL, "dist/molt.json: %s", jerr.text);
+    char plugindir[PATH_MAX], hello[PATH_MAX + 16];
+    snprintf(plugindir, sizeof(plugindir), "%s",
+             json_string_value(json_array_get(json_object_get(installed, "plugin_path"), 0)) ?: "");
+    snprintf(hello, sizeof(hello), "%s/hello.so", plugindir);
+    json_object_set_new(installed, "plugin_path", json_pack("[s]", "/usr/lib/molt/plugins"));
+    bool same = json_equal(installed, dist);
+    json_decref(installed);
+    json_decref(dist);
+    H_CHECK(strncmp(plugindir, prefix, strlen(prefix)) == 0 && plugindir[strlen(prefix)] == '/' &&
+                h_file_exists(hello),
+            "the example config's plugin_path is %s, not the installed plugins' directory in %s", plugindir,
+            prefix);
+    H_CHECK(same, "the installed example config differs from dist/molt.json in more than plugin_path");
+    h_cmd_t r;
+    int code = h_run(&r, 30000, moltd, "-c", p, "-t", NULL);
+    check_no_sanitizer(&r, "the installed moltd -t on the example config");
+    if (code != 0)
+        fprintf(stderr, "moltd -c %s -t exited with %d:\n%s%s", p, code, r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(code == 0, "the installed moltd -t on the installed example config exited with %d", code);
+
+    /* The systemd units. */
+    const char *units[] = {"molt.service", "molt-notify-reload.service", "molt.socket"};
+    char unit_paths[3][PATH_MAX + 64];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(unit_paths[i], sizeof(unit_paths[i]), "%s/lib/systemd/system/%s", prefix, units[i]);
+        char *text = slurp(unit_paths[i]);
+        snprintf(p, sizeof(p), "dist/%s", units[i]);
+        check_only_paths_changed(text, p, prefix, plugindir, false);
+        if (strstr(units[i], ".service")) {
+            char *start = unit_value(text, "ExecStart");
+            snprintf(want, sizeof(want), "%s -c %s/etc/molt/molt.json", moltd, prefix);
+            bool ok = start && strcmp(start, want) == 0;
+            H_CHECK(ok, "%s: ExecStart=%s, expected ExecStart=%s", units[i], start ?: "(none)", want);
+            free(start);
+        }
+        if (strcmp(units[i], "molt.service") == 0) {
+            char *reload = unit_value(text, "ExecReload");
+            snprintf(want, sizeof(want), "%s -s /run/molt/control.sock reload", moltctl);
+            bool ok = reload && strcmp(reload, want) == 0;
+            H_CHECK(ok, "%s: ExecReload=%s, expected ExecReload=%s", units[i], reload ?: "(none)", want);
+            free(reload);
+        }
+        free(text);
+    }
+    /* molt-notify-reload.service is left out: systemd 252 (Debian 12) does
+     * not know its type (test_systemd.c deals with that). */
+    code = h_run(&r, 60000, "systemd-analyze", "verify", "--man=no", unit_paths[0], unit_paths[2], NULL);
+    bool quiet = r.err[0] == '\0';
+    if (code != 0 || !quiet)
+        fprintf(stderr, "---- systemd-analyze verify exited with %d ----\n%s%s\n", code, r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(code == 0 && quiet, "systemd-analyze verify complains about the installed units (see stderr)");
+
+    /* The man pages. */
+    static const struct {
+        const char *name;
+        const char *sections[10];
+        const char *items[12];
+    } pages[] = {
+        {"moltd",
+         {"NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "SIGNALS", "\"EXIT STATUS\"", "ENVIRONMENT", "FILES",
+          "\"SEE ALSO\"", NULL},
+         {"SIGHUP", "SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "NOTIFY_SOCKET", "WATCHDOG_USEC",
+          "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "JOURNAL_STREAM"}},
+        {"moltctl",
+         {"NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "\"EXIT STATUS\"", "ENVIRONMENT", "FILES",
+          "\"SEE ALSO\"", NULL},
+         {"MOLT_CTL_RELOAD_TIMEOUT_MS", NULL}},
+    };
+    for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+        char rel[64];
+        snprintf(p, sizeof(p), "%s/share/man/man8/%s.8", prefix, pages[i].name);
+        snprintf(rel, sizeof(rel), "man/%s.8", pages[i].name);
+        char *text = slurp(p);
+        check_only_paths_changed(text, rel, prefix, plugindir, true);
+        for (size_t k = 0; pages[i].sections[k]; k++) {
+            snprintf(want, sizeof(want), "\n.SH %s\n", pages[i].sections[k]);
+            H_CHECK(strstr(text, want), "%s has no section %s", rel, pages[i].sections[k]);
+        }
+        for (size_t k = 0; k < sizeof(pages[i].items) / sizeof(pages[i].items[0]) && pages[i].items[k]; k++)
+            H_CHECK(man_has_item(text, pages[i].items[k]), "%s does not describe %s", rel, pages[i].items[k]);
+        check_man_covers_help(rel, text, strcmp(pages[i].name, "moltd") ? moltctl : moltd);
+        char *etc = NULL;
+        if (strcmp(pages[i].name, "moltd") == 0) {
+            /* The paths are the prefix's. */
+            snprintf(want, sizeof(want), "%s/etc/molt/molt.json", prefix);
+            etc = as_written(want, true);
+            H_CHECK(strstr(text, etc), "%s (installed) does not name the config %s", rel, want);
+            /* USR2 is not described as working. */
+            const char *usr2 = strstr(text, "\n.B SIGUSR2\n");
+            const char *next = usr2 ? strstr(usr2 + 1, "\n.TP") : NULL;
+            const char *said = usr2 ? strstr(usr2, "not implemented") : NULL;
+            H_CHECK(usr2 && said && (!next || said < next), "%s does not say SIGUSR2 is not implemented",
+                    rel);
+        }
+        free(etc);
+        free(text);
+        check_man_renders(p, pages[i].name);
+    }
+}
+END_TEST
+
 /* ---- moltd --check-plugin ------------------------------------------------------------------ */
 
 static void check_output_has(const h_cmd_t *r, const char *const *needles, const char *what)
@@ -384,6 +731,7 @@ static Suite *sdk_suite(void)
     Suite *s = suite_create("integ_sdk");
     TCase *tc = h_tcase("install", 180);
     tcase_add_test(tc, test_install_build_serve);
+    tcase_add_test(tc, test_install_operations);
     suite_add_tcase(s, tc);
     tc = h_tcase("check_plugin", 60);
     tcase_add_test(tc, test_check_plugin_hello);
