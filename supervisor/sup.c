@@ -186,6 +186,12 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         molt_notice("SIGUSR1: log.file %s reopened; %u worker%s told", molt_log_file(), n, n == 1 ? "" : "s");
         break;
     }
+    case SIGUSR2:
+        /* SPEC 3 reserves it for the supervisor binary upgrade. Until that
+         * exists, say so rather than let the default action end moltd. */
+        molt_error("SIGUSR2: the supervisor binary upgrade is not implemented in moltd %s; nothing changed",
+                   MOLT_VERSION);
+        break;
     }
 }
 
@@ -195,7 +201,7 @@ static void signals_start(void)
         ev_signal *w;
         int sig;
     } sigs[] = {{&S.sig_term, SIGTERM}, {&S.sig_int, SIGINT}, {&S.sig_quit, SIGQUIT},
-                {&S.sig_hup, SIGHUP},   {&S.sig_usr1, SIGUSR1}};
+                {&S.sig_hup, SIGHUP},   {&S.sig_usr1, SIGUSR1}, {&S.sig_usr2, SIGUSR2}};
     for (size_t i = 0; i < MOLT_ARRAY_SIZE(sigs); i++) {
         ev_signal_init(sigs[i].w, on_signal, sigs[i].sig);
         ev_signal_start(S.loop, sigs[i].w);

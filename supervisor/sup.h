@@ -118,7 +118,7 @@ typedef struct sup {
     uint64_t started_wall;
     uint64_t started_mono;
 
-    ev_signal sig_term, sig_int, sig_quit, sig_hup, sig_usr1;
+    ev_signal sig_term, sig_int, sig_quit, sig_hup, sig_usr1, sig_usr2;
     ev_child child_w;
     ev_timer stop_w;
     ev_io ctl_w;

@@ -1411,6 +1411,34 @@ START_TEST(test_ctl_bad_bytes_answered)
 }
 END_TEST
 
+/* SIGUSR2 (reserved for the binary upgrade, not implemented) is refused in the
+ * log; moltd and its workers go on as they were. */
+START_TEST(test_sigusr2_refused)
+{
+    h_molt_t *h = h_new();
+    h_start_ready(h);
+    pid_t before[2], after[2];
+    json_t *st = h_status(h);
+    H_CHECK(st && h_status_pids(st, before, 2) == 2, "no 2 workers in status");
+    json_decref(st);
+    H_CHECK(kill(h->pid, SIGUSR2) == 0, "kill(SIGUSR2): %s", strerror(errno));
+    const char *const needle[] = {"SIGUSR2: the supervisor binary upgrade is not implemented", NULL};
+    char *line = NULL;
+    for (long long end = h_now_ms() + 5000; !(line = h_log_line(h, needle)) && h_now_ms() < end;)
+        h_sleep_ms(20);
+    H_CHECK(line != NULL, "no log line about SIGUSR2");
+    free(line);
+    h_resp_t r;
+    char u[128];
+    H_CHECK(h_curl(h, &r, url(u, sizeof(u), h, "/"), NULL) == 0 && r.status == 200, "not serving after SIGUSR2");
+    h_resp_free(&r);
+    st = h_status(h);
+    H_CHECK(st && h_status_pids(st, after, 2) == 2, "moltd does not answer status after SIGUSR2");
+    json_decref(st);
+    H_CHECK(before[0] == after[0] && before[1] == after[1], "workers changed after SIGUSR2");
+}
+END_TEST
+
 static Suite *ops_suite(void)
 {
     Suite *s = suite_create("integ_ops");
@@ -1419,6 +1447,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_moltctl_status_json);
     tcase_add_test(tc, test_moltctl_unreachable);
     tcase_add_test(tc, test_ctl_bad_bytes_answered);
+    tcase_add_test(tc, test_sigusr2_refused);
     suite_add_tcase(s, tc);
     tc = h_tcase("load", 90);
     tcase_add_test(tc, test_wrk);
