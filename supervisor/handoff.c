@@ -25,6 +25,7 @@
  * SAVED / RESTORED answers and watches the clock and the deaths.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -630,8 +631,19 @@ bool sup_catchup_wanted(const sup_proc_t *p)
 static void catchup_done(sup_proc_t *p, const char *why)
 {
     p->catchup = false;
+    const sup_proc_t *k = why ? live_sibling(p) : NULL;
+    if (k && p->pid > 0) {
+        /* A complete copy is live: never serve without it. Killed, the worker
+         * is respawned (with backoff) and catches up again. */
+        molt_error("worker %u (pid %d): %s; worker %u has a complete copy: restarting this one to catch up again",
+                   p->slot, (int)p->pid, why, k->slot);
+        kill(p->pid, SIGKILL);
+        return;
+    }
     if (why)
-        molt_warn("worker %u (pid %d): %s; it starts with its plugins' fresh state", p->slot, (int)p->pid, why);
+        molt_warn("worker %u (pid %d): %s; no worker of its generation has a complete copy left: it starts with "
+                  "its plugins' fresh state",
+                  p->slot, (int)p->pid, why);
     /* A reload may have paused the generation meanwhile: its RESUME (on
      * rollback) will reach this worker then. */
     if (!p->gen->paused && p->chan >= 0)

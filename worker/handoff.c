@@ -124,15 +124,22 @@ static void op_free(ho_op_t *op)
     free(op);
 }
 
-void wrk_handoff_cancel(void)
+void wrk_handoff_cancel(bool all)
 {
-    while (H.ops) {
-        ho_op_t *op = H.ops;
+    ho_op_t **pp = &H.ops;
+    while (*pp) {
+        ho_op_t *op = *pp;
+        /* A rollback's RESUME ends only the saves for the failed generation: a
+         * catch-up save for a respawned sibling, or a state dump, goes on. */
+        if (!all && (op->kind != HO_SAVE || op->catchup)) {
+            pp = &op->next;
+            continue;
+        }
         if (op->pending)
             molt_info("handoff: %s cancelled with %zu stream%s unfinished",
                       op->kind == HO_SAVE ? "save" : op->kind == HO_RESTORE ? "restore" : "state dump", op->pending,
                       op->pending == 1 ? "" : "s");
-        op_free(op);
+        op_free(op); /* unlinks it: *pp is the next one */
     }
 }
 

@@ -50,8 +50,10 @@ void wrk_handoff_on_dump(molt_msg_t *msg);
 /* True while a RESTORE is being read or restored. */
 bool wrk_handoff_restoring(void);
 
-/* Stops every stream being written or read and closes its socket (the
- * reload ended: resumed after a rollback, or the worker stops). */
-void wrk_handoff_cancel(void);
+/* Stops streams being written or read and closes their sockets: with all,
+ * every one (the worker stops); without, only the saves for a reload's new
+ * generation (resumed after a rollback: a catch-up save for a respawned
+ * sibling and a state dump go on). */
+void wrk_handoff_cancel(bool all);
 
 #endif

@@ -273,7 +273,7 @@ static void worker_exit(int code)
     /* Connections first: suspended transactions are aborted (txn_abort)
      * while every plugin is still fully there. */
     wrk_health_cancel();
-    wrk_handoff_cancel();
+    wrk_handoff_cancel(true);
     drain_deferred(false); /* exiting: freed, not applied */
     wrk_http_free(W.http);
     W.http = NULL;
@@ -412,7 +412,7 @@ static void handoff_resume(void)
     if (!W.paused)
         return; /* a reload that failed before its handoff changed nothing here */
     W.paused = false;
-    wrk_handoff_cancel(); /* streams still being written to the failed generation */
+    wrk_handoff_cancel(false); /* streams still being written to the failed generation */
     wrk_http_undrain(W.http);
     wrk_http_resume(W.http);
     notify_reload(MOLT_RELOAD_RESUMED);
