@@ -617,6 +617,10 @@ def main():
         for f in stats.failures:
             log("failure during the run: " + f)
         ok = all(c[0] for c in checks) and not stats.failures
+        if not ok:  # what moltd warned about, for a failure seen only in CI
+            warned = [l for l in text.splitlines() if " warn " in l or " error " in l or " crit " in l]
+            for l in warned[-80:]:
+                log("moltd: " + l)
         log("%s (seed %d)" % ("PASS" if ok else "FAIL", args.seed))
         return 0 if ok else 1
     finally:
