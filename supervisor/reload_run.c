@@ -85,7 +85,6 @@ json_t *sup_reload_status_json(void)
                      (json_int_t)R.counts[RL_ROLLED_BACK], "rejected", (json_int_t)R.counts[RL_REJECTED]);
 }
 
-/* Closes the timing of the phase being left. */
 /* Records the running phase's duration, once (each phase runs at most once per reload). */
 static void phase_leave(void)
 {
@@ -176,18 +175,15 @@ static sup_rl_event_t reload_prepare(void)
         molt_config_free(cfg);
         return SUP_RLE_FAIL;
     }
-    /* The admin listener is bound once, like the listeners. */
-    const char *admin = cfg->admin_address, *running = S.active->cfg->admin_address;
-    if ((admin || running) && (!admin || !running || strcmp(admin, running) != 0)) {
-        snprintf(R.reason, sizeof(R.reason), "%s: admin.address: changing it needs a restart", cfg->path);
-        molt_config_free(cfg);
-        return SUP_RLE_FAIL;
-    }
-    /* Bound at start like control.socket: the socket's group, the file moltd's stderr is. */
-    if (!same_string(cfg->control_group, S.active->cfg->control_group) ||
-        !same_string(cfg->log_file, S.active->cfg->log_file)) {
-        snprintf(R.reason, sizeof(R.reason), "%s: %s: changing it needs a restart", cfg->path,
-                 same_string(cfg->log_file, S.active->cfg->log_file) ? "control.group" : "log.file");
+    /* Bound once at start, like the listeners and control.socket: the admin
+     * listener, the control socket's group, the file moltd's stderr is. */
+    const molt_config_t *run = S.active->cfg;
+    const char *fixed = !same_string(cfg->admin_address, run->admin_address) ? "admin.address"
+                        : !same_string(cfg->control_group, run->control_group) ? "control.group"
+                        : !same_string(cfg->log_file, run->log_file)           ? "log.file"
+                                                                               : NULL;
+    if (fixed) {
+        snprintf(R.reason, sizeof(R.reason), "%s: %s: changing it needs a restart", cfg->path, fixed);
         molt_config_free(cfg);
         return SUP_RLE_FAIL;
     }
