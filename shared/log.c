@@ -113,6 +113,16 @@ int molt_log_reopen(void)
     return log_path ? open_log(log_path) : -ENOENT;
 }
 
+int molt_log_adopt_path(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    free(log_path);
+    log_path = copy;
+    return 0;
+}
+
 const char *molt_log_file(void)
 {
     return log_path;

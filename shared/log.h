@@ -60,6 +60,9 @@ int molt_log_open_file(const char *path);
  * makes it fd 2. 0; -ENOENT when no file was opened; or -errno with fd 2
  * unchanged. */
 int molt_log_reopen(void);
+/* After an exec that kept fd 2 (the supervisor's upgrade): remember `path`
+ * for molt_log_reopen() without opening anything. 0 or -ENOMEM. */
+int molt_log_adopt_path(const char *path);
 /* The path molt_log_open_file() opened, or NULL. */
 const char *molt_log_file(void);
 /* A worker's side of a reopen: fd (received from the supervisor) becomes fd 2

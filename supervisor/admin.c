@@ -21,6 +21,7 @@
 #include "supervisor/admin.h"
 #include "supervisor/metrics.h"
 #include "supervisor/sup.h"
+#include "supervisor/upgrade.h"
 
 #define ADM_LINGER_MS 1000
 
@@ -297,4 +298,44 @@ void sup_admin_close(void)
         A.open = false;
     }
     molt_close(&A.fd);
+}
+
+/* ---- upgrade: the listener stays; a scrape in progress is closed ------------------------------ */
+
+void sup_admin_drop_conns(void)
+{
+    while (A.conns)
+        conn_free(A.conns);
+}
+
+unsigned sup_admin_upgrade_count(void)
+{
+    return 1;
+}
+
+size_t sup_admin_upgrade_fds(int *fds, size_t max)
+{
+    if (!A.open || max == 0)
+        return 0;
+    fds[0] = A.fd;
+    return 1;
+}
+
+void sup_admin_upgrade_pack(msgpack_packer *pk)
+{
+    sup_up_pack_i64(pk, "admin_fd", A.open ? A.fd : -1);
+}
+
+bool sup_admin_upgrade_unpack(sup_up_rd_t *rd, const msgpack_object *top)
+{
+    int64_t fd = -1;
+    if (!sup_up_i64(rd, top, "admin_fd", &fd) || fd < 0)
+        return !rd->failed;
+    if (!sup_upgrade_fd_ok(rd, "admin_fd", fd, SOCK_STREAM, true))
+        return false;
+    A.fd = (int)fd;
+    A.open = true;
+    ev_io_init(&A.w, on_accept, A.fd, EV_READ);
+    ev_io_start(S.loop, &A.w);
+    return true;
 }

@@ -19,6 +19,7 @@
 #include "supervisor/ident.h"
 #include "supervisor/metrics.h"
 #include "supervisor/sup.h"
+#include "supervisor/upgrade.h"
 
 #define CTL_MAX_LINE (64 * 1024)
 #define CTL_MAX_CONNS 64
@@ -36,6 +37,8 @@ typedef struct sup_ctl_conn {
 } ctl_conn_t;
 
 static unsigned ctl_nconns;
+/* Restored by an upgrade: the connection that asked for it, waiting for its reply. */
+static ctl_conn_t *ctl_upgrade_conn;
 
 static void conn_free(ctl_conn_t *c)
 {
@@ -48,7 +51,10 @@ static void conn_free(ctl_conn_t *c)
     if (c->waiting) {
         sup_reload_forget(c);
         sup_dump_forget(c);
+        sup_upgrade_forget(c);
     }
+    if (ctl_upgrade_conn == c)
+        ctl_upgrade_conn = NULL;
     ev_io_stop(S.loop, &c->w);
     molt_close(&c->fd);
     molt_buf_free(&c->in);
@@ -62,7 +68,7 @@ static json_t *cmd_status(ctl_conn_t *c, const json_t *req)
     (void)c, (void)req;
     const sup_gen_t *gen = S.active;
     json_t *r = json_pack("{s:b,s:I,s:s,s:I,s:I,s:s}", "ok", 1, "pid", (json_int_t)getpid(), "version",
-                          MOLT_VERSION, "started_ms", (json_int_t)S.started_wall, "uptime_ms",
+                          sup_version, "started_ms", (json_int_t)S.started_wall, "uptime_ms",
                           (json_int_t)(molt_now_ms() - S.started_mono), "state",
                           S.state == SUP_BOOTING ? "starting" : S.state == SUP_RUNNING ? "running" : "stopping");
     if (gen) {
@@ -82,6 +88,7 @@ static json_t *cmd_status(ctl_conn_t *c, const json_t *req)
     }
     json_object_set_new(r, "workers", sup_procs_json());
     json_object_set_new(r, "reload", sup_reload_status_json());
+    sup_upgrade_status(r);
     return r;
 }
 
@@ -149,6 +156,15 @@ static json_t *cmd_state(ctl_conn_t *c, const json_t *req)
     return NULL;
 }
 
+/* The reply comes from the new binary once it runs, or from this one when the upgrade failed. */
+static json_t *cmd_upgrade(ctl_conn_t *c, const json_t *req)
+{
+    (void)req;
+    c->waiting = true;
+    sup_upgrade_request(reload_done, c);
+    return NULL;
+}
+
 /* The Prometheus text the admin listener serves (supervisor/metrics.h), as one string. */
 static json_t *cmd_metrics(ctl_conn_t *c, const json_t *req)
 {
@@ -205,6 +221,7 @@ static const struct {
     {"rollback", cmd_rollback},
     {"state", cmd_state},
     {"metrics", cmd_metrics},
+    {"upgrade", cmd_upgrade},
 };
 
 static json_t *ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -575,4 +592,111 @@ void sup_ctl_close(void)
         free(S.ctl_path);
         S.ctl_path = NULL;
     }
+}
+
+/* ---- upgrade: the socket, its group, and every connection with what it has not read or sent -- */
+
+unsigned sup_ctl_upgrade_count(void)
+{
+    return 1;
+}
+
+size_t sup_ctl_upgrade_fds(int *fds, size_t max)
+{
+    size_t n = 0;
+    if (S.ctl_fd >= 0 && n < max)
+        fds[n++] = S.ctl_fd;
+    for (ctl_conn_t *c = S.ctl_conns; c && n < max; c = c->next)
+        fds[n++] = c->fd;
+    return n;
+}
+
+void sup_ctl_upgrade_pack(msgpack_packer *pk)
+{
+    molt_mp_pack_str(pk, "ctl");
+    msgpack_pack_map(pk, 6);
+    sup_up_pack_i64(pk, "fd", S.ctl_fd);
+    sup_up_pack_str(pk, "path", S.ctl_path);
+    molt_mp_pack_kv_bool(pk, "has_group", ctl_has_group);
+    molt_mp_pack_kv_u64(pk, "gid", ctl_gid);
+    molt_mp_pack_kv_str(pk, "group", ctl_group);
+    molt_mp_pack_str(pk, "conns");
+    void *waiter = sup_upgrade_waiter();
+    msgpack_pack_array(pk, ctl_nconns);
+    for (ctl_conn_t *c = S.ctl_conns; c; c = c->next) {
+        msgpack_pack_map(pk, 6);
+        sup_up_pack_i64(pk, "fd", c->fd);
+        sup_up_pack_bin(pk, "in", c->in.data, c->in.len);
+        sup_up_pack_bin(pk, "out", c->out.data, c->out.len);
+        molt_mp_pack_kv_bool(pk, "closing", c->closing);
+        molt_mp_pack_kv_bool(pk, "subscribed", c->subscribed);
+        molt_mp_pack_kv_bool(pk, "upgrade", c == waiter);
+    }
+}
+
+bool sup_ctl_upgrade_unpack(sup_up_rd_t *rd, const msgpack_object *top)
+{
+    const msgpack_object *o = sup_up_map(rd, top, "ctl");
+    int64_t fd = -1;
+    uint64_t gid = 0;
+    sup_up_i64(rd, o, "fd", &fd);
+    sup_up_strdup(rd, o, "path", &S.ctl_path);
+    sup_up_bool(rd, o, "has_group", &ctl_has_group);
+    sup_up_u64(rd, o, "gid", &gid);
+    sup_up_str(rd, o, "group", ctl_group, sizeof(ctl_group));
+    const msgpack_object *conns = sup_up_array(rd, o, "conns");
+    if (!sup_upgrade_fd_ok(rd, "ctl.fd", fd, SOCK_STREAM, true))
+        return false;
+    ctl_gid = (gid_t)gid;
+    S.ctl_fd = (int)fd;
+    ev_io_init(&S.ctl_w, on_accept, S.ctl_fd, EV_READ);
+    ev_io_start(S.loop, &S.ctl_w);
+    for (uint32_t i = 0; !rd->failed && i < conns->via.array.size; i++) {
+        const msgpack_object *m = &conns->via.array.ptr[i];
+        const char *in = NULL, *out = NULL;
+        size_t nin = 0, nout = 0;
+        bool upgrade = false;
+        fd = -1;
+        ctl_conn_t *c = calloc(1, sizeof(*c));
+        if (!c) {
+            sup_up_fail(rd, "ctl.conns: out of memory");
+            break;
+        }
+        sup_up_i64(rd, m, "fd", &fd);
+        sup_up_bin(rd, m, "in", &in, &nin);
+        sup_up_bin(rd, m, "out", &out, &nout);
+        sup_up_bool(rd, m, "closing", &c->closing);
+        sup_up_bool(rd, m, "subscribed", &c->subscribed);
+        sup_up_bool(rd, m, "upgrade", &upgrade);
+        if (!sup_upgrade_fd_ok(rd, "ctl.conns", fd, SOCK_STREAM, false) ||
+            (nin && molt_buf_append(&c->in, in, nin) < 0) || (nout && molt_buf_append(&c->out, out, nout) < 0)) {
+            sup_up_fail(rd, "ctl.conns: connection %u cannot be restored", i);
+            molt_buf_free(&c->in);
+            molt_buf_free(&c->out);
+            free(c);
+            break;
+        }
+        c->fd = (int)fd;
+        c->waiting = upgrade;
+        if (upgrade)
+            ctl_upgrade_conn = c;
+        c->next = S.ctl_conns;
+        S.ctl_conns = c;
+        ctl_nconns++;
+        int events = (c->closing ? 0 : EV_READ) | (c->out.len ? EV_WRITE : 0);
+        ev_io_init(&c->w, on_conn, c->fd, events ? events : EV_WRITE);
+        c->w.data = c;
+        ev_io_start(S.loop, &c->w);
+    }
+    return !rd->failed;
+}
+
+bool sup_ctl_upgrade_reply(json_t *reply)
+{
+    ctl_conn_t *c = ctl_upgrade_conn;
+    if (!c)
+        return false;
+    ctl_upgrade_conn = NULL;
+    reload_done(c, reply);
+    return true;
 }

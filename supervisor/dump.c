@@ -338,3 +338,8 @@ void sup_dump_free(void)
     while (dumps)
         req_free(dumps);
 }
+
+bool sup_dump_running(void)
+{
+    return dumps != NULL;
+}

@@ -37,6 +37,7 @@
 #include "shared/util.h"
 #include "supervisor/metrics.h"
 #include "supervisor/sup.h"
+#include "supervisor/upgrade.h"
 
 /* The supervisor's own bound is the workers' handoff_timeout_ms plus this. */
 #define HO_MARGIN_MS 1000
@@ -719,4 +720,27 @@ void sup_handoff_free(void)
     HO.last = NULL;
     json_decref(HO.back_last);
     HO.back_last = NULL;
+}
+
+/* ---- upgrade: the figures of the last handoff and hand-back ---------------------------------- */
+
+unsigned sup_handoff_upgrade_count(void)
+{
+    return 1;
+}
+
+void sup_handoff_upgrade_pack(msgpack_packer *pk)
+{
+    molt_mp_pack_str(pk, "handoff");
+    msgpack_pack_map(pk, 2);
+    sup_up_pack_json(pk, "last", HO.last);
+    sup_up_pack_json(pk, "back_last", HO.back_last);
+}
+
+bool sup_handoff_upgrade_unpack(sup_up_rd_t *rd, const msgpack_object *top)
+{
+    const msgpack_object *o = sup_up_map(rd, top, "handoff");
+    sup_up_json(rd, o, "last", &HO.last);
+    sup_up_json(rd, o, "back_last", &HO.back_last);
+    return !rd->failed;
 }

@@ -2,9 +2,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -14,6 +16,7 @@
 #include "shared/exit.h"
 #include "shared/util.h"
 #include "supervisor/sup.h"
+#include "supervisor/upgrade.h"
 
 /* How long --check-plugin lets a file's constructors and entry point run. */
 #define CHECK_PLUGIN_TIMEOUT_MS 5000
@@ -23,7 +26,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: moltd -c FILE                  run in the foreground\n"
                "       moltd -c FILE -t               check the config and the plugin files, exit 0/1\n"
                "       moltd --check-plugin FILE.so   check one plugin file (init is not called), exit 0/1\n"
-               "       moltd --version\n");
+               "       moltd --version\n"
+               "(--upgrade-check FD and -c FILE --upgrade-from FD are moltd's own, for SIGUSR2 upgrades)\n");
 }
 
 /*
@@ -118,11 +122,15 @@ int main(int argc, char **argv)
         {"test", no_argument, NULL, 't'},
         {"check-plugin", required_argument, NULL, 'P'},
         {"version", no_argument, NULL, 'V'},
+        /* a running moltd's upgrade (supervisor/upgrade.h), not for people */
+        {"upgrade-check", required_argument, NULL, 'K'},
+        {"upgrade-from", required_argument, NULL, 'U'},
+        {"upgrade-failed", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *plugin = NULL;
-    int test = 0, c;
+    const char *config = NULL, *plugin = NULL, *failed = NULL;
+    int test = 0, c, upgrade_check = -1, upgrade_from = -1;
     while ((c = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
@@ -135,8 +143,23 @@ int main(int argc, char **argv)
             plugin = optarg;
             break;
         case 'V':
-            printf("moltd %s\n", MOLT_VERSION);
+            printf("moltd %s\n", sup_version);
             return MOLT_EXIT_OK;
+        case 'K':
+        case 'U': {
+            char *end = NULL;
+            long fd = strtol(optarg, &end, 10);
+            if (!*optarg || *end || fd < 0 || fd > INT_MAX) {
+                fprintf(stderr, "moltd: --%s: not a descriptor: %s\n", c == 'K' ? "upgrade-check" : "upgrade-from",
+                        optarg);
+                return MOLT_EXIT_FAILURE;
+            }
+            *(c == 'K' ? &upgrade_check : &upgrade_from) = (int)fd;
+            break;
+        }
+        case 'F':
+            failed = optarg;
+            break;
         case 'h':
             usage(stdout);
             return MOLT_EXIT_OK;
@@ -145,11 +168,19 @@ int main(int argc, char **argv)
             return MOLT_EXIT_FAILURE;
         }
     }
-    if (optind != argc || (plugin && (config || test)) || (!plugin && !config)) {
+    if (upgrade_check >= 0) {
+        if (optind != argc || config || plugin || test || upgrade_from >= 0 || failed) {
+            usage(stderr);
+            return MOLT_EXIT_FAILURE;
+        }
+        return sup_upgrade_check_main(upgrade_check);
+    }
+    if (optind != argc || (plugin && (config || test)) || (!plugin && !config) ||
+        ((upgrade_from >= 0 || failed) && (test || plugin)) || (failed && upgrade_from < 0)) {
         usage(stderr);
         return MOLT_EXIT_FAILURE;
     }
     if (plugin)
         return check_plugin(plugin);
-    return test ? sup_check(config) : sup_run(config);
+    return test ? sup_check(config) : sup_run(config, upgrade_from, failed);
 }

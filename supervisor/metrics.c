@@ -13,6 +13,7 @@
 #include "supervisor/metrics.h"
 #include "supervisor/reload.h"
 #include "supervisor/sup.h"
+#include "supervisor/upgrade.h"
 
 enum { M_COMMITTED = 0, M_ROLLED_BACK = 1, M_REJECTED = 2, M_RESULT_COUNT };
 static const char *const result_names[M_RESULT_COUNT] = {"committed", "rolled_back", "rejected"};
@@ -34,6 +35,7 @@ static struct {
     uint64_t requests[5]; /* running totals over every worker there was */
     uint64_t restarts;
     uint64_t state_bytes[M_STATE_KIND_COUNT];
+    uint64_t upgrades[2]; /* done, failed */
 } M;
 
 void sup_metrics_reset(void)
@@ -77,6 +79,11 @@ void sup_metrics_on_requests(const uint64_t before[5], const uint64_t now[5])
 void sup_metrics_on_restart(void)
 {
     M.restarts++;
+}
+
+void sup_metrics_on_upgrade(bool done)
+{
+    M.upgrades[done ? 0 : 1]++;
 }
 
 void sup_metrics_on_state_bytes(const char *kind, uint64_t bytes)
@@ -126,7 +133,7 @@ static int render_info(molt_buf_t *b)
     rc |= head(b, "moltd_info", "gauge",
                "moltd's version and its active generation (number and UUID; empty while none); always 1.");
     rc |= molt_buf_printf(b, "moltd_info{version=\"");
-    rc |= label_value(b, MOLT_VERSION);
+    rc |= label_value(b, sup_version);
     rc |= molt_buf_printf(b, "\",generation=\"");
     if (gen)
         rc |= molt_buf_printf(b, "%llu", (unsigned long long)gen->number);
@@ -141,6 +148,11 @@ static int render_info(molt_buf_t *b)
     rc |= molt_buf_printf(b, "moltd_start_time_seconds ");
     rc |= seconds(b, S.started_wall);
     rc |= molt_buf_printf(b, "\n");
+    rc |= head(b, "moltd_upgrades_total", "counter",
+               "Supervisor binary upgrades (SIGUSR2, moltctl upgrade) by result: done, failed (refused, or the "
+               "new binary could not take over: the old one runs on).");
+    rc |= molt_buf_printf(b, "moltd_upgrades_total{result=\"done\"} %llu\nmoltd_upgrades_total{result=\"failed\"} %llu\n",
+                          (unsigned long long)M.upgrades[0], (unsigned long long)M.upgrades[1]);
     return rc;
 }
 
@@ -269,4 +281,60 @@ int sup_metrics_render(molt_buf_t *out)
     rc |= render_workers(out);
     rc |= render_state_and_gens(out);
     return rc ? -ENOMEM : 0;
+}
+
+/* ---- upgrade: the counts survive the exec ------------------------------------------------------ */
+
+#define M_U64S(X)                                                                                                    \
+    X(reloads, M_RESULT_COUNT)                                                                                       \
+    X(phase_ms_sum, SUP_RL_PHASE_COUNT)                                                                              \
+    X(phase_count, SUP_RL_PHASE_COUNT)                                                                               \
+    X(last_phase_ms, SUP_RL_PHASE_COUNT)                                                                             \
+    X(requests, 5)                                                                                                   \
+    X(state_bytes, M_STATE_KIND_COUNT)                                                                               \
+    X(upgrades, 2)
+
+unsigned sup_metrics_upgrade_count(void)
+{
+    return 1;
+}
+
+void sup_metrics_upgrade_pack(msgpack_packer *pk)
+{
+    molt_mp_pack_str(pk, "metrics");
+    msgpack_pack_map(pk, 7 + 6);
+#define PACK(f, n)                                                                                                   \
+    molt_mp_pack_str(pk, #f);                                                                                        \
+    msgpack_pack_array(pk, n);                                                                                       \
+    for (int i = 0; i < (n); i++)                                                                                    \
+        msgpack_pack_uint64(pk, M.f[i]);
+    M_U64S(PACK)
+#undef PACK
+    molt_mp_pack_kv_u64(pk, "reload_ms_sum", M.reload_ms_sum);
+    molt_mp_pack_kv_bool(pk, "last_set", M.last_set);
+    molt_mp_pack_kv_u64(pk, "last_ms", M.last_ms);
+    molt_mp_pack_kv_u64(pk, "last_end_wall", M.last_end_wall);
+    molt_mp_pack_kv_u64(pk, "last_result", (uint64_t)M.last_result);
+    molt_mp_pack_kv_u64(pk, "restarts", M.restarts);
+}
+
+bool sup_metrics_upgrade_unpack(sup_up_rd_t *rd, const msgpack_object *top)
+{
+    const msgpack_object *o = sup_up_map(rd, top, "metrics"), *a;
+    uint64_t last_result = 0;
+#define UNPACK(f, n)                                                                                                 \
+    if ((a = sup_up_array(rd, o, #f)) && a->via.array.size != (n))                                                  \
+        sup_up_fail(rd, "metrics: %s: %u counts, this binary has %d", #f, a->via.array.size, (n));                  \
+    for (int i = 0; !rd->failed && i < (n); i++)                                                                     \
+        M.f[i] = a->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER ? a->via.array.ptr[i].via.u64 : 0;
+    M_U64S(UNPACK)
+#undef UNPACK
+    sup_up_u64(rd, o, "reload_ms_sum", &M.reload_ms_sum);
+    sup_up_bool(rd, o, "last_set", &M.last_set);
+    sup_up_u64(rd, o, "last_ms", &M.last_ms);
+    sup_up_u64(rd, o, "last_end_wall", &M.last_end_wall);
+    sup_up_u64(rd, o, "last_result", &last_result);
+    sup_up_u64(rd, o, "restarts", &M.restarts);
+    M.last_result = (int)(last_result % M_RESULT_COUNT);
+    return !rd->failed;
 }

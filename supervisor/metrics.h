@@ -14,6 +14,7 @@
 #ifndef MOLT_SUPERVISOR_METRICS_H
 #define MOLT_SUPERVISOR_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -36,6 +37,8 @@ void sup_metrics_on_restart(void);
  * rollback from the stable window) or "catchup" (a respawned worker). */
 void sup_metrics_on_state_bytes(const char *kind, uint64_t bytes);
 
+/* An upgrade ended: done, or failed (refused included). */
+void sup_metrics_on_upgrade(bool done);
 /* Appends the whole exposition to out. 0, or -ENOMEM. */
 int sup_metrics_render(molt_buf_t *out);
 /* Forgets every count (moltd's start). */

@@ -244,6 +244,26 @@ void sup_notify_watchdog_start(struct ev_loop *loop)
               (unsigned long long)N.watchdog_usec);
 }
 
+void sup_notify_export(bool on)
+{
+    if (!on) {
+        unsetenv("NOTIFY_SOCKET");
+        unsetenv("WATCHDOG_USEC");
+        unsetenv("WATCHDOG_PID");
+        return;
+    }
+    if (N.fd < 0)
+        return;
+    setenv("NOTIFY_SOCKET", N.where, 1);
+    if (N.watchdog_usec) {
+        char v[32];
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)N.watchdog_usec);
+        setenv("WATCHDOG_USEC", v, 1);
+        snprintf(v, sizeof(v), "%ld", (long)getpid());
+        setenv("WATCHDOG_PID", v, 1);
+    }
+}
+
 void sup_notify_close(struct ev_loop *loop)
 {
     if (loop && ev_is_active(&N.watchdog_w))

@@ -33,6 +33,11 @@ int sup_notify_init(void);
 /* Starts the watchdog timer on loop (WATCHDOG_USEC / 2), if systemd asked
  * for one and WATCHDOG_PID is absent or names this process. */
 void sup_notify_watchdog_start(struct ev_loop *loop);
+/* Around an upgrade's execve(): on, NOTIFY_SOCKET, WATCHDOG_USEC and
+ * WATCHDOG_PID (this pid, which the new image keeps) go back into the
+ * environment for the new image's sup_notify_init(); off, out again (the
+ * exec failed). Nothing when notifications are off. */
+void sup_notify_export(bool on);
 /* Stops the timer and closes the socket. */
 void sup_notify_close(struct ev_loop *loop);
 bool sup_notify_enabled(void);

@@ -25,6 +25,7 @@
 #include "supervisor/slots.h"
 #include "supervisor/sibling.h"
 #include "supervisor/sup.h"
+#include "supervisor/upgrade.h"
 
 static void proc_on_chan(struct ev_loop *loop, ev_io *w, int revents);
 static void proc_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
@@ -639,8 +640,10 @@ void sup_on_child(struct ev_loop *loop, ev_child *w, int revents)
 {
     (void)loop, (void)revents;
     sup_proc_t *p = proc_by_pid(w->rpid);
-    if (!p)
-        return; /* not a worker (or already forgotten) */
+    if (!p) {
+        sup_upgrade_on_child(w->rpid, w->rstatus); /* an upgrade's check, or nobody we know */
+        return;
+    }
     sup_gen_t *gen = p->gen;
     /* SIGCHLD can be handled before the worker's last words (FAIL, LOADING)
      * are read: read them first, so the death is explained. */
@@ -723,4 +726,322 @@ json_t *sup_procs_json(void)
         json_array_append_new(arr, o);
     }
     return arr;
+}
+
+/* ---- upgrade: the generations and the process table -------------------------------------------- */
+
+sup_gen_t *sup_gen_by_number(uint64_t number)
+{
+    for (size_t i = 0; i < SUP_MAX_GENS; i++)
+        if (S.gens[i] && S.gens[i]->number == number)
+            return S.gens[i];
+    return NULL;
+}
+
+int sup_gen_config_load(const char *source, const char *path, const char *dir, molt_config_t **out, char *err,
+                        size_t len)
+{
+    *out = NULL;
+    if (molt_config_load_string(source, strlen(source), path, out, err, len) < 0)
+        return -1;
+    molt_config_t *cfg = *out;
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        const char *base = strrchr(cfg->plugins[i].path, '/');
+        char *copy;
+        if (asprintf(&copy, "%s/%s", dir, base ? base + 1 : cfg->plugins[i].path) < 0) {
+            snprintf(err, len, "out of memory");
+            molt_config_free(cfg);
+            *out = NULL;
+            return -1;
+        }
+        free(cfg->plugins[i].path);
+        cfg->plugins[i].path = copy;
+    }
+    return 0;
+}
+
+/* Remaining time of an active timer, in ms; nil when it is not running. */
+static void pack_timer(msgpack_packer *pk, const char *key, ev_timer *t)
+{
+    molt_mp_pack_str(pk, key);
+    if (ev_is_active(t))
+        msgpack_pack_uint64(pk, (uint64_t)(ev_timer_remaining(S.loop, t) * 1000.0));
+    else
+        msgpack_pack_nil(pk);
+}
+
+static void pack_u64s(msgpack_packer *pk, const char *key, const uint64_t *v, size_t n)
+{
+    molt_mp_pack_str(pk, key);
+    msgpack_pack_array(pk, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        msgpack_pack_uint64(pk, v[i]);
+}
+
+unsigned sup_procs_upgrade_count(void)
+{
+    return 4;
+}
+
+void sup_procs_upgrade_pack(msgpack_packer *pk)
+{
+    molt_mp_pack_kv_u64(pk, "next_gen", S.next_gen);
+    molt_mp_pack_kv_u64(pk, "active", S.active ? S.active->number : 0);
+    unsigned n = 0;
+    for (size_t i = 0; i < SUP_MAX_GENS; i++)
+        n += S.gens[i] != NULL;
+    molt_mp_pack_str(pk, "gens");
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < SUP_MAX_GENS; i++) {
+        sup_gen_t *g = S.gens[i];
+        if (!g)
+            continue;
+        msgpack_pack_map(pk, 17);
+        molt_mp_pack_kv_u64(pk, "number", g->number);
+        molt_mp_pack_kv_str(pk, "id", g->id);
+        sup_up_pack_str(pk, "source", g->cfg->source);
+        molt_mp_pack_kv_str(pk, "path", g->cfg->path);
+        sup_up_pack_str(pk, "dir", g->dir);
+        molt_mp_pack_kv_bool(pk, "served", g->served);
+        molt_mp_pack_kv_u64(pk, "state", g->state);
+        molt_mp_pack_kv_u64(pk, "nready", g->nready);
+        sup_up_pack_json(pk, "plugins", g->plugins);
+        pack_timer(pk, "kill_ms", &g->kill_w);
+        molt_mp_pack_kv_bool(pk, "retired", g->retired);
+        molt_mp_pack_kv_bool(pk, "strict", g->strict);
+        molt_mp_pack_kv_bool(pk, "paused", g->paused);
+        molt_mp_pack_kv_bool(pk, "replicated", g->replicated);
+        molt_mp_pack_kv_u64(pk, "created_ms", g->created_ms);
+        molt_mp_pack_str(pk, "ident");
+        msgpack_pack_map(pk, 6);
+        molt_mp_pack_kv_bool(pk, "drop", g->ident.drop);
+        molt_mp_pack_kv_u64(pk, "uid", g->ident.uid);
+        molt_mp_pack_kv_u64(pk, "gid", g->ident.gid);
+        molt_mp_pack_kv_str(pk, "user", g->ident.user);
+        molt_mp_pack_kv_str(pk, "group", g->ident.group);
+        molt_mp_pack_str(pk, "groups");
+        msgpack_pack_array(pk, (uint32_t)g->ident.ngroups);
+        for (size_t k = 0; k < g->ident.ngroups; k++)
+            msgpack_pack_uint64(pk, g->ident.groups[k]);
+        molt_mp_pack_kv_u64(pk, "nworkers", g->nworkers);
+    }
+    n = 0;
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++)
+        n += S.procs[i].state != SUP_W_EMPTY;
+    molt_mp_pack_str(pk, "procs");
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < SUP_MAX_PROCS; i++) {
+        sup_proc_t *p = &S.procs[i];
+        if (p->state == SUP_W_EMPTY)
+            continue;
+        msgpack_pack_map(pk, 19);
+        molt_mp_pack_kv_u64(pk, "index", i);
+        molt_mp_pack_kv_u64(pk, "gen", p->gen->number);
+        molt_mp_pack_kv_u64(pk, "slot", p->slot);
+        molt_mp_pack_kv_u64(pk, "state", p->state);
+        sup_up_pack_i64(pk, "pid", p->pid);
+        sup_up_pack_i64(pk, "chan", p->chan);
+        molt_mp_pack_kv_u64(pk, "started_mono", p->started_mono);
+        molt_mp_pack_kv_u64(pk, "started_wall", p->started_wall);
+        molt_mp_pack_kv_u64(pk, "restarts", p->restarts);
+        molt_mp_pack_kv_u64(pk, "failures", p->backoff.failures);
+        molt_mp_pack_kv_u64(pk, "delay_ms", p->backoff.delay_ms);
+        molt_mp_pack_kv_u64(pk, "respawn_at_wall", p->respawn_at_wall);
+        molt_mp_pack_kv_str(pk, "last_exit", p->last_exit);
+        molt_mp_pack_kv_str(pk, "loading", p->loading);
+        molt_mp_pack_kv_str(pk, "fail_reason", p->fail_reason);
+        pack_u64s(pk, "requests", p->requests, 5);
+        molt_mp_pack_kv_u64(pk, "conns", p->conns);
+        molt_mp_pack_kv_u64(pk, "rss", p->rss);
+        pack_timer(pk, "timer_ms", &p->timer_w);
+    }
+}
+
+/* nil, or a count of ms: a timer to start. */
+static bool unpack_timer(sup_up_rd_t *rd, const msgpack_object *map, const char *key, bool *set, double *secs)
+{
+    const msgpack_object *v = rd->failed ? NULL : molt_mp_map_get(map, key);
+    *set = false;
+    if (v && v->type == MSGPACK_OBJECT_NIL)
+        return true;
+    uint64_t ms = 0;
+    if (!sup_up_u64(rd, map, key, &ms))
+        return false;
+    *set = true;
+    *secs = ms / 1000.0;
+    return true;
+}
+
+static bool unpack_gen(sup_up_rd_t *rd, const msgpack_object *o)
+{
+    char *source = NULL, *path = NULL, err[1024];
+    uint64_t state = 0, nready = 0, nworkers = 0, uid = 0, gid = 0;
+    sup_gen_t *g = calloc(1, sizeof(*g));
+    if (!g) {
+        sup_up_fail(rd, "gens: out of memory");
+        return false;
+    }
+    size_t slot;
+    for (slot = 0; slot < SUP_MAX_GENS && S.gens[slot]; slot++)
+        ;
+    if (slot == SUP_MAX_GENS) {
+        sup_up_fail(rd, "gens: more than %d generations", SUP_MAX_GENS);
+        free(g);
+        return false;
+    }
+    S.gens[slot] = g; /* from here freed with S.gens (sup_gen_free), whatever fails */
+    sup_up_u64(rd, o, "number", &g->number);
+    sup_up_str(rd, o, "id", g->id, sizeof(g->id));
+    sup_up_strdup(rd, o, "source", &source);
+    sup_up_strdup(rd, o, "path", &path);
+    sup_up_strdup(rd, o, "dir", &g->dir);
+    sup_up_bool(rd, o, "served", &g->served);
+    sup_up_u64(rd, o, "state", &state);
+    sup_up_u64(rd, o, "nready", &nready);
+    sup_up_u64(rd, o, "nworkers", &nworkers);
+    sup_up_json(rd, o, "plugins", &g->plugins);
+    bool kill_set = false;
+    double kill_s = 0;
+    unpack_timer(rd, o, "kill_ms", &kill_set, &kill_s);
+    sup_up_bool(rd, o, "retired", &g->retired);
+    sup_up_bool(rd, o, "strict", &g->strict);
+    sup_up_bool(rd, o, "paused", &g->paused);
+    sup_up_bool(rd, o, "replicated", &g->replicated);
+    sup_up_u64(rd, o, "created_ms", &g->created_ms);
+    const msgpack_object *id = sup_up_map(rd, o, "ident");
+    bool drop = false;
+    sup_up_bool(rd, id, "drop", &drop);
+    sup_up_u64(rd, id, "uid", &uid);
+    sup_up_u64(rd, id, "gid", &gid);
+    sup_up_str(rd, id, "user", g->ident.user, sizeof(g->ident.user));
+    sup_up_str(rd, id, "group", g->ident.group, sizeof(g->ident.group));
+    const msgpack_object *groups = sup_up_array(rd, id, "groups");
+    if (rd->failed)
+        goto out;
+    if (!source || !path || !g->dir || state >= SUP_GEN_STATE_COUNT || nworkers < 1 ||
+        nworkers > MOLT_CONFIG_MAX_WORKERS || nready > nworkers || g->number == 0 || g->number > S.next_gen) {
+        sup_up_fail(rd, "generation %llu: a field is out of range", (unsigned long long)g->number);
+        goto out;
+    }
+    for (size_t i = 0; i < SUP_MAX_GENS; i++)
+        if (S.gens[i] && S.gens[i] != g && S.gens[i]->number == g->number)
+            sup_up_fail(rd, "generation %llu appears twice", (unsigned long long)g->number);
+    g->state = (sup_gen_state_t)state;
+    g->nready = (unsigned)nready;
+    g->nworkers = (unsigned)nworkers;
+    g->ident.drop = drop;
+    g->ident.uid = (uid_t)uid;
+    g->ident.gid = (gid_t)gid;
+    if (groups->via.array.size && !(g->ident.groups = calloc(groups->via.array.size, sizeof(gid_t))))
+        sup_up_fail(rd, "generation %llu: out of memory", (unsigned long long)g->number);
+    for (uint32_t i = 0; !rd->failed && i < groups->via.array.size; i++) {
+        const msgpack_object *v = &groups->via.array.ptr[i];
+        if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 > UINT32_MAX)
+            sup_up_fail(rd, "generation %llu: ident.groups[%u] is not a gid", (unsigned long long)g->number, i);
+        else
+            g->ident.groups[g->ident.ngroups++] = (gid_t)v->via.u64;
+    }
+    /* Its config as it was parsed, plugin files from its own directory:
+     * exactly what its workers run, whatever the config file says now. */
+    if (!rd->failed && sup_gen_config_load(source, path, g->dir, &g->cfg, err, sizeof(err)) < 0)
+        sup_up_fail(rd, "generation %llu: its config no longer loads: %s", (unsigned long long)g->number, err);
+    if (!rd->failed && g->cfg->workers != g->nworkers)
+        sup_up_fail(rd, "generation %llu: %u workers, its config says %u", (unsigned long long)g->number,
+                    g->nworkers, g->cfg->workers);
+    if (!rd->failed && kill_set) {
+        ev_timer_init(&g->kill_w, gen_on_kill_deadline, kill_s, 0.);
+        g->kill_w.data = g;
+        ev_timer_start(S.loop, &g->kill_w);
+    }
+out:
+    free(source);
+    free(path);
+    return !rd->failed;
+}
+
+static bool unpack_proc(sup_up_rd_t *rd, const msgpack_object *o)
+{
+    uint64_t index = 0, gen = 0, slot = 0, state = 0, u = 0;
+    int64_t pid = 0, chan = -1;
+    if (!sup_up_u64(rd, o, "index", &index) || !sup_up_u64(rd, o, "gen", &gen))
+        return false;
+    sup_gen_t *g = sup_gen_by_number(gen);
+    if (index >= SUP_MAX_PROCS || S.procs[index].state != SUP_W_EMPTY || !g) {
+        sup_up_fail(rd, "procs: entry %llu (generation %llu) is out of range, taken twice, or of no generation",
+                    (unsigned long long)index, (unsigned long long)gen);
+        return false;
+    }
+    sup_proc_t *p = &S.procs[index];
+    memset(p, 0, sizeof(*p));
+    p->chan = -1;
+    sup_up_u64(rd, o, "slot", &slot);
+    sup_up_u64(rd, o, "state", &state);
+    sup_up_i64(rd, o, "pid", &pid);
+    sup_up_i64(rd, o, "chan", &chan);
+    sup_up_u64(rd, o, "started_mono", &p->started_mono);
+    sup_up_u64(rd, o, "started_wall", &p->started_wall);
+    if (sup_up_u64(rd, o, "restarts", &u))
+        p->restarts = (unsigned)u;
+    if (sup_up_u64(rd, o, "failures", &u))
+        p->backoff.failures = (uint32_t)u;
+    if (sup_up_u64(rd, o, "delay_ms", &u))
+        p->backoff.delay_ms = (uint32_t)u;
+    sup_up_u64(rd, o, "respawn_at_wall", &p->respawn_at_wall);
+    sup_up_str(rd, o, "last_exit", p->last_exit, sizeof(p->last_exit));
+    sup_up_str(rd, o, "loading", p->loading, sizeof(p->loading));
+    sup_up_str(rd, o, "fail_reason", p->fail_reason, sizeof(p->fail_reason));
+    const msgpack_object *req = sup_up_array(rd, o, "requests");
+    sup_up_u64(rd, o, "conns", &p->conns);
+    sup_up_u64(rd, o, "rss", &p->rss);
+    bool timer_set = false;
+    double timer_s = 0;
+    unpack_timer(rd, o, "timer_ms", &timer_set, &timer_s);
+    if (rd->failed)
+        return false;
+    if (slot >= g->nworkers || state == SUP_W_EMPTY || state >= SUP_W_STATE_COUNT || pid < 0 || pid > INT32_MAX ||
+        (pid > 0) != (state == SUP_W_STARTING || state == SUP_W_READY || state == SUP_W_DRAINING) ||
+        req->via.array.size != 5) {
+        sup_up_fail(rd, "procs: entry %llu: a field is out of range", (unsigned long long)index);
+        return false;
+    }
+    for (uint32_t i = 0; i < 5; i++)
+        if (req->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            p->requests[i] = req->via.array.ptr[i].via.u64;
+    /* A live worker's channel must be the one it talks on. */
+    if (chan >= 0 && !sup_upgrade_fd_ok(rd, "procs: a channel", chan, SOCK_SEQPACKET, false))
+        return false;
+    p->gen = g;
+    p->slot = (unsigned)slot;
+    p->state = (sup_wstate_t)state;
+    p->pid = (pid_t)pid;
+    p->chan = (int)chan;
+    g->nprocs++;
+    if (p->chan >= 0) {
+        ev_io_init(&p->chan_w, proc_on_chan, p->chan, EV_READ);
+        p->chan_w.data = p;
+        ev_io_start(S.loop, &p->chan_w);
+    }
+    p->timer_w.data = p;
+    if (timer_set) {
+        ev_timer_init(&p->timer_w, proc_on_timer, timer_s, 0.);
+        p->timer_w.data = p;
+        ev_timer_start(S.loop, &p->timer_w);
+    }
+    return true;
+}
+
+bool sup_procs_upgrade_unpack(sup_up_rd_t *rd, const msgpack_object *top)
+{
+    uint64_t active = 0;
+    sup_up_u64(rd, top, "next_gen", &S.next_gen);
+    sup_up_u64(rd, top, "active", &active);
+    const msgpack_object *gens = sup_up_array(rd, top, "gens");
+    const msgpack_object *procs = sup_up_array(rd, top, "procs");
+    for (uint32_t i = 0; gens && !rd->failed && i < gens->via.array.size; i++)
+        unpack_gen(rd, &gens->via.array.ptr[i]);
+    if (!rd->failed && !(S.active = sup_gen_by_number(active)))
+        sup_up_fail(rd, "active: generation %llu is not among the generations", (unsigned long long)active);
+    for (uint32_t i = 0; procs && !rd->failed && i < procs->via.array.size; i++)
+        unpack_proc(rd, &procs->via.array.ptr[i]);
+    return !rd->failed;
 }

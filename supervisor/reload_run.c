@@ -27,6 +27,7 @@
 #include "supervisor/notify.h"
 #include "supervisor/reload.h"
 #include "supervisor/sup.h"
+#include "supervisor/upgrade.h"
 
 typedef struct rl_waiter {
     struct rl_waiter *next;
@@ -127,22 +128,9 @@ static int rollback_config(molt_config_t **out, char *err, size_t len)
         return -1;
     }
     char ebuf[1900]; /* leaves room for the prefix in err */
-    if (molt_config_load_string(R.prev_source, strlen(R.prev_source), S.config_arg, out, ebuf, sizeof(ebuf)) < 0) {
+    if (sup_gen_config_load(R.prev_source, S.config_arg, R.prev_dir, out, ebuf, sizeof(ebuf)) < 0) {
         snprintf(err, len, "the previous generation's config no longer loads: %s", ebuf);
         return -1;
-    }
-    molt_config_t *cfg = *out;
-    for (size_t i = 0; i < cfg->nplugins; i++) {
-        const char *base = strrchr(cfg->plugins[i].path, '/');
-        char *copy;
-        if (asprintf(&copy, "%s/%s", R.prev_dir, base ? base + 1 : cfg->plugins[i].path) < 0) {
-            snprintf(err, len, "out of memory");
-            molt_config_free(cfg);
-            *out = NULL;
-            return -1;
-        }
-        free(cfg->plugins[i].path);
-        cfg->plugins[i].path = copy;
     }
     return 0;
 }
@@ -689,4 +677,48 @@ void sup_reload_free(void)
     free(R.prev_source);
     free(R.prev_dir);
     memset(&R, 0, sizeof(R));
+}
+
+bool sup_reload_running(void)
+{
+    return R.phase != SUP_RL_IDLE || R.queued || R.queued_any || R.rollback_queued;
+}
+
+/* ---- upgrade: what outlives a reload (its outcome, counts, the rollback target) ------------------ */
+
+unsigned sup_reload_upgrade_count(void)
+{
+    return 1;
+}
+
+void sup_reload_upgrade_pack(msgpack_packer *pk)
+{
+    molt_mp_pack_str(pk, "reload");
+    msgpack_pack_map(pk, 6);
+    sup_up_pack_json(pk, "last", R.last);
+    molt_mp_pack_str(pk, "counts");
+    msgpack_pack_array(pk, 3);
+    for (int i = 0; i < 3; i++)
+        msgpack_pack_uint32(pk, R.counts[i]);
+    sup_up_pack_str(pk, "prev_source", R.prev_source);
+    sup_up_pack_str(pk, "prev_dir", R.prev_dir);
+    molt_mp_pack_kv_u64(pk, "prev_number", R.prev_number);
+    sup_up_pack_json(pk, "handback", R.handback);
+}
+
+bool sup_reload_upgrade_unpack(sup_up_rd_t *rd, const msgpack_object *top)
+{
+    const msgpack_object *o = sup_up_map(rd, top, "reload");
+    sup_up_json(rd, o, "last", &R.last);
+    const msgpack_object *counts = sup_up_array(rd, o, "counts");
+    sup_up_strdup(rd, o, "prev_source", &R.prev_source);
+    sup_up_strdup(rd, o, "prev_dir", &R.prev_dir);
+    sup_up_u64(rd, o, "prev_number", &R.prev_number);
+    sup_up_json(rd, o, "handback", &R.handback);
+    if (!rd->failed && (counts->via.array.size != 3 || !R.prev_source != !R.prev_dir))
+        sup_up_fail(rd, "reload: counts or the rollback target do not add up");
+    for (uint32_t i = 0; !rd->failed && i < 3; i++)
+        if (counts->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            R.counts[i] = (unsigned)counts->via.array.ptr[i].via.u64;
+    return !rd->failed;
 }

@@ -19,6 +19,7 @@
 #include "shared/chan.h"
 #include "shared/log.h"
 #include "shared/util.h"
+#include "supervisor/upgrade.h"
 
 #define SIB_BIT(slot) (UINT64_C(1) << (slot))
 
@@ -265,4 +266,82 @@ void sup_sib_free_all(void)
         molt_info("%llu sibling message%s routed", (unsigned long long)nrouted, nrouted == 1 ? "" : "s");
     while (sibs)
         sib_free(sibs);
+}
+
+/* ---- upgrade: messages in flight (routed already; their acks arrive after the exec) --------- */
+
+unsigned sup_sib_upgrade_count(void)
+{
+    return 1;
+}
+
+void sup_sib_upgrade_pack(msgpack_packer *pk)
+{
+    molt_mp_pack_str(pk, "siblings");
+    msgpack_pack_map(pk, 2);
+    molt_mp_pack_kv_u64(pk, "routed", nrouted);
+    molt_mp_pack_str(pk, "msgs");
+    msgpack_pack_array(pk, nsibs);
+    for (const sup_sib_t *e = sibs; e; e = e->next) {
+        msgpack_pack_map(pk, 9);
+        molt_mp_pack_kv_u64(pk, "gen", e->gen->number);
+        molt_mp_pack_kv_u64(pk, "origin", e->origin);
+        sup_up_pack_i64(pk, "origin_pid", e->origin_pid);
+        molt_mp_pack_kv_str(pk, "instance", e->instance);
+        molt_mp_pack_kv_u64(pk, "seq", e->seq);
+        molt_mp_pack_kv_u64(pk, "targets", e->targets);
+        molt_mp_pack_kv_u64(pk, "acked", e->acked);
+        molt_mp_pack_str(pk, "target_pid");
+        msgpack_pack_array(pk, MOLT_CONFIG_MAX_WORKERS);
+        for (int i = 0; i < MOLT_CONFIG_MAX_WORKERS; i++)
+            msgpack_pack_int64(pk, e->target_pid[i]);
+        molt_mp_pack_kv_u64(pk, "left_ms", (uint64_t)(ev_timer_remaining(S.loop, (ev_timer *)&e->deadline) * 1000.0));
+    }
+}
+
+bool sup_sib_upgrade_unpack(sup_up_rd_t *rd, const msgpack_object *top)
+{
+    const msgpack_object *o = sup_up_map(rd, top, "siblings");
+    sup_up_u64(rd, o, "routed", &nrouted);
+    const msgpack_object *msgs = sup_up_array(rd, o, "msgs");
+    for (uint32_t k = 0; msgs && !rd->failed && k < msgs->via.array.size; k++) {
+        const msgpack_object *m = &msgs->via.array.ptr[k];
+        uint64_t gen = 0, origin = 0, left = 0;
+        int64_t origin_pid = 0;
+        sup_sib_t *e = calloc(1, sizeof(*e));
+        if (!e) {
+            sup_up_fail(rd, "siblings: out of memory");
+            break;
+        }
+        sup_up_u64(rd, m, "gen", &gen);
+        sup_up_u64(rd, m, "origin", &origin);
+        sup_up_i64(rd, m, "origin_pid", &origin_pid);
+        sup_up_str(rd, m, "instance", e->instance, sizeof(e->instance));
+        sup_up_u64(rd, m, "seq", &e->seq);
+        sup_up_u64(rd, m, "targets", &e->targets);
+        sup_up_u64(rd, m, "acked", &e->acked);
+        sup_up_u64(rd, m, "left_ms", &left);
+        const msgpack_object *pids = sup_up_array(rd, m, "target_pid");
+        if (!rd->failed && (!(e->gen = sup_gen_by_number(gen)) || origin >= MOLT_CONFIG_MAX_WORKERS ||
+                            pids->via.array.size != MOLT_CONFIG_MAX_WORKERS))
+            sup_up_fail(rd, "siblings: message %u: of no generation, or out of range", k);
+        for (uint32_t i = 0; !rd->failed && i < MOLT_CONFIG_MAX_WORKERS; i++) {
+            const msgpack_object *v = &pids->via.array.ptr[i];
+            e->target_pid[i] = v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (pid_t)v->via.u64 : 0;
+        }
+        if (rd->failed) {
+            free(e);
+            break;
+        }
+        e->origin = (unsigned)origin;
+        e->origin_pid = (pid_t)origin_pid;
+        e->next = sibs;
+        if (sibs)
+            sibs->prev = e;
+        sibs = e;
+        nsibs++;
+        ev_timer_init(&e->deadline, sib_on_deadline, left / 1000.0, 0.);
+        ev_timer_start(S.loop, &e->deadline);
+    }
+    return !rd->failed;
 }

@@ -6,6 +6,7 @@
 
 #include "molt/plugin.h"
 #include "shared/log.h"
+#include "supervisor/upgrade.h"
 
 static char *names[2][MOLT_SLOTS_MAX];
 
@@ -66,4 +67,56 @@ void sup_slots_free(void)
             free(names[l][i]);
             names[l][i] = NULL;
         }
+}
+
+/* ---- upgrade: the registry, so that an index stays the same for life ----------------------- */
+
+unsigned sup_slots_upgrade_count(void)
+{
+    return 1;
+}
+
+void sup_slots_upgrade_pack(msgpack_packer *pk)
+{
+    molt_mp_pack_str(pk, "slots");
+    msgpack_pack_array(pk, 2);
+    for (int level = 0; level < 2; level++) {
+        uint32_t n = 0;
+        while (n < MOLT_SLOTS_MAX && names[level][n])
+            n++;
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++)
+            molt_mp_pack_str(pk, names[level][i]);
+    }
+}
+
+bool sup_slots_upgrade_unpack(sup_up_rd_t *rd, const msgpack_object *top)
+{
+    const msgpack_object *o = sup_up_array(rd, top, "slots");
+    if (!o)
+        return false;
+    if (o->via.array.size != 2) {
+        sup_up_fail(rd, "slots: not two levels");
+        return false;
+    }
+    for (int level = 0; level < 2; level++) {
+        const msgpack_object *l = &o->via.array.ptr[level];
+        if (l->type != MSGPACK_OBJECT_ARRAY || l->via.array.size > MOLT_SLOTS_MAX) {
+            sup_up_fail(rd, "slots: level %d is not a list of at most %d names", level + 1, MOLT_SLOTS_MAX);
+            return false;
+        }
+        for (uint32_t i = 0; i < l->via.array.size; i++) {
+            const msgpack_object *v = &l->via.array.ptr[i];
+            if (v->type != MSGPACK_OBJECT_STR || !v->via.str.size || v->via.str.size > 64) {
+                sup_up_fail(rd, "slots: level %d, index %u: not a slot name", level + 1, i);
+                return false;
+            }
+            free(names[level][i]);
+            if (!(names[level][i] = strndup(v->via.str.ptr, v->via.str.size))) {
+                sup_up_fail(rd, "slots: out of memory");
+                return false;
+            }
+        }
+    }
+    return true;
 }

@@ -28,6 +28,7 @@
 #include "supervisor/sibling.h"
 #include "supervisor/notify.h"
 #include "supervisor/sup.h"
+#include "supervisor/upgrade.h"
 
 sup_t S;
 
@@ -84,8 +85,10 @@ void sup_stop(bool fast)
     S.stop_fast = fast;
     molt_notice("%s stop: %u worker%s to stop", fast ? "fast" : "graceful", sup_procs_alive(),
                 sup_procs_alive() == 1 ? "" : "s");
-    if (!was_stopping)
+    if (!was_stopping) {
         sup_reload_shutdown();
+        sup_upgrade_shutdown();
+    }
     if (!was_stopping) /* after the reload's outcome, which says READY=1 unless stopping */
         sup_notify_stopping("%s stop: %u worker%s to stop", fast ? "fast" : "graceful", sup_procs_alive(),
                             sup_procs_alive() == 1 ? "" : "s");
@@ -187,13 +190,13 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         break;
     }
     case SIGUSR2:
-        /* SPEC 3 reserves it for the supervisor binary upgrade. Until that
-         * exists, say so rather than let the default action end moltd. */
-        molt_error("SIGUSR2: the supervisor binary upgrade is not implemented in moltd %s; nothing changed",
-                   MOLT_VERSION);
+        molt_notice("SIGUSR2: upgrade requested (binary %s)", sup_upgrade_binary());
+        sup_upgrade_request(NULL, NULL);
         break;
     }
 }
+
+static int sup_run_end(void);
 
 static void signals_start(void)
 {
@@ -211,7 +214,39 @@ static void signals_start(void)
     ev_child_start(S.loop, &S.child_w);
 }
 
-int sup_run(const char *config_path)
+/*
+ * The new binary after an upgrade's exec: everything comes from the state
+ * (supervisor/upgrade.h), nothing from the config file, which may already
+ * hold the next reload's config.
+ */
+static int sup_resume(int upgrade_fd, const char *failed_reason)
+{
+    sup_notify_init(); /* the old image put the variables back for us */
+    S.loop = ev_default_loop(EVFLAG_AUTO);
+    if (!S.loop) {
+        molt_crit("upgrade: ev_default_loop() failed");
+        return MOLT_EXIT_FAILURE;
+    }
+    if (sup_upgrade_resume(upgrade_fd, failed_reason) < 0) {
+        /* Nothing to go back to (logged). No cleanup: the descriptors and
+         * files are the running service's, half-restored; the workers see
+         * their channels close and drain. */
+        return MOLT_EXIT_FAILURE;
+    }
+    const molt_config_t *cfg = S.active->cfg;
+    molt_log_set_level((molt_log_level_t)cfg->log_level);
+    molt_log_set_json(cfg->log_format == MOLT_LOG_FORMAT_JSON);
+    molt_log_detect_journal();
+    S.state = SUP_RUNNING;
+    S.exit_code = MOLT_EXIT_OK;
+    signals_start();
+    sup_notify_watchdog_start(S.loop);
+    sup_upgrade_resumed();
+    ev_run(S.loop, 0);
+    return sup_run_end();
+}
+
+int sup_run(const char *config_path, int upgrade_fd, const char *failed_reason)
 {
     char err[2048];
     molt_config_t *cfg = NULL;
@@ -223,6 +258,9 @@ int sup_run(const char *config_path)
     S.started_mono = molt_now_ms();
     sup_metrics_reset();
     molt_log_set_role("sup");
+    if (upgrade_fd >= 0)
+        return sup_resume(upgrade_fd, failed_reason);
+    sup_upgrade_init();
 
     if (molt_config_load(config_path, &cfg, err, sizeof(err)) < 0) {
         molt_crit("cannot start: %s", err);
@@ -237,7 +275,7 @@ int sup_run(const char *config_path)
         molt_config_free(cfg);
         return MOLT_EXIT_FAILURE;
     }
-    molt_notice("moltd %s starting (pid %d, config %s)", MOLT_VERSION, (int)getpid(), cfg->path);
+    molt_notice("moltd %s starting (pid %d, config %s)", sup_version, (int)getpid(), cfg->path);
     sup_notify_init(); /* and out of the environment before anything is forked */
     /* user / group: a config error now rather than after binding anything. */
     molt_worker_ident_t ident;
@@ -322,6 +360,12 @@ int sup_run(const char *config_path)
     }
     ev_run(S.loop, 0);
 out:
+    return sup_run_end();
+}
+
+/* The end of a run: everything freed and closed, the control socket's file removed. */
+static int sup_run_end(void)
+{
     sup_sib_free_all();
     sup_reload_free();
     sup_handoff_free();

@@ -128,7 +128,9 @@ typedef struct sup {
 extern sup_t S;
 
 /* sup.c */
-int sup_run(const char *config_path);
+/* upgrade_fd >= 0: the new binary after an upgrade's exec (--upgrade-from),
+ * failed_reason: the old one taken back after a failed restore. */
+int sup_run(const char *config_path, int upgrade_fd, const char *failed_reason);
 int sup_check(const char *config_path);
 void sup_stop(bool fast);
 const char *sup_wstate_name(sup_wstate_t s);
@@ -143,6 +145,13 @@ int sup_gen_new(molt_config_t *cfg, sup_gen_t **out, char *err, size_t errlen);
  * newest keep_generations. Accepts NULL. */
 void sup_gen_free(sup_gen_t *gen);
 int sup_gen_spawn(sup_gen_t *gen);
+/* The live generation numbered `number`, or NULL. */
+sup_gen_t *sup_gen_by_number(uint64_t number);
+/* A generation's config from the text it was parsed from (`path` for
+ * messages and relative paths), every plugin file taken from `dir` (the
+ * generation's copies): exactly what it ran. 0, or -1 with why in err. */
+int sup_gen_config_load(const char *source, const char *path, const char *dir, molt_config_t **out, char *err,
+                        size_t len);
 void sup_gen_stop(sup_gen_t *gen, bool graceful);
 void sup_proc_kill_all(int sig);
 unsigned sup_procs_alive(void);
@@ -205,6 +214,8 @@ void sup_dump_on_dumped(sup_proc_t *p, const molt_msg_t *msg);
 void sup_dump_on_death(sup_proc_t *p);
 void sup_dump_forget(void *arg);
 void sup_dump_free(void);
+/* A `moltctl state` is waiting for its workers. */
+bool sup_dump_running(void);
 /* reload_run.c: the handoff's outcome. */
 void sup_reload_on_handoff(bool ok, const char *reason);
 void sup_reload_on_handback(bool ok, const char *reason);
@@ -225,6 +236,8 @@ void sup_reload_on_failed(sup_gen_t *gen, const char *reason);
 /* moltd stops: end the running reload and answer every waiter. */
 void sup_reload_shutdown(void);
 void sup_reload_free(void);
+/* A reload is running or queued. */
+bool sup_reload_running(void);
 json_t *sup_reload_status_json(void);
 
 /* ctl.c: events for `moltctl events` subscribers. Adds "time_ms"; steals ev. */
