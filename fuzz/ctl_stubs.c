@@ -7,6 +7,7 @@
 #include "supervisor/ident.h"
 #include "supervisor/metrics.h"
 #include "supervisor/sup.h"
+#include "supervisor/upgrade.h"
 
 sup_t S;
 
@@ -71,5 +72,30 @@ int sup_ident_group(const char *name, gid_t *gid, char *err, size_t len)
 int sup_metrics_render(molt_buf_t *out)
 {
     (void)out;
+    abort();
+}
+
+const char sup_version[] = MOLT_VERSION;
+
+void sup_upgrade_request(sup_upgrade_done_fn done, void *arg)
+{
+    (void)done, (void)arg;
+    abort();
+}
+
+void sup_upgrade_forget(void *arg)
+{
+    (void)arg;
+    abort();
+}
+
+void sup_upgrade_status(json_t *status)
+{
+    (void)status;
+    abort();
+}
+
+void *sup_upgrade_waiter(void)
+{
     abort();
 }

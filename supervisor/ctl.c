@@ -354,7 +354,7 @@ static void conn_process(ctl_conn_t *c)
         c->in.len = 0; /* a follower has nothing more to ask */
         return;
     }
-    while (!c->closing && !c->waiting && !c->subscribed && (nl = memchr(c->in.data, '\n', c->in.len))) {
+    while (!c->closing && !c->waiting && !c->subscribed && c->in.len && (nl = memchr(c->in.data, '\n', c->in.len))) {
         /* Take the line out before handling it: a deferred reply may come
          * back at once (a reload rejected in prepare) and process the rest. */
         size_t len = (size_t)(nl - c->in.data);

@@ -26,8 +26,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: moltd -c FILE                  run in the foreground\n"
                "       moltd -c FILE -t               check the config and the plugin files, exit 0/1\n"
                "       moltd --check-plugin FILE.so   check one plugin file (init is not called), exit 0/1\n"
-               "       moltd --version\n"
-               "(--upgrade-check FD and -c FILE --upgrade-from FD are moltd's own, for SIGUSR2 upgrades)\n");
+               "       moltd --version\n");
 }
 
 /*

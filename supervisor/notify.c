@@ -238,6 +238,9 @@ void sup_notify_watchdog_start(struct ev_loop *loop)
      * late by one slow loop iteration. The timer runs whatever moltd does,
      * reloads included: it stops only with the loop. */
     ev_tstamp every = (double)N.watchdog_usec / 2e6;
+    /* One now: after an upgrade's exec, the last ping (the old image's) may
+     * be most of a period ago. */
+    on_watchdog(loop, &N.watchdog_w, 0);
     ev_timer_init(&N.watchdog_w, on_watchdog, every, every);
     ev_timer_start(loop, &N.watchdog_w);
     molt_info("watchdog: WATCHDOG=1 every %.0f ms (WATCHDOG_USEC=%llu)", every * 1000.0,
