@@ -7,11 +7,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -386,6 +388,44 @@ static int sup_run_end(void)
 }
 
 /*
+ * log.file as a start would open it (append, create), without creating
+ * anything: the file is writable, or it is missing and its directory lets
+ * moltd create it. 0, or -1 with why in err.
+ */
+static int check_log_file(const char *path, char *err, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd >= 0) {
+        struct stat st;
+        bool ok = fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode);
+        close(fd);
+        if (ok)
+            return 0;
+        snprintf(err, len, "log.file: %s is not a file", path);
+        return -1;
+    }
+    if (errno != ENOENT) {
+        snprintf(err, len, "log.file: open(%s) failed: %s", path, strerror(errno));
+        return -1;
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof(dir), ".");
+    if (access(dir, W_OK | X_OK) < 0) {
+        snprintf(err, len, "log.file: %s does not exist and cannot be created in %.1024s: %s", path, dir,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/*
  * moltd -t: validate the config, then load and initialise every plugin in a
  * throwaway worker (the supervisor itself never dlopens a plugin) and report.
  * Binds nothing, writes nothing, creates not even runtime_dir. 0 if good, 1
@@ -405,7 +445,8 @@ int sup_check(const char *config_path)
     molt_worker_ident_t ident = {0};
     /* What a start would refuse before forking anything: runtime_dir, file
      * types, modes, owners, sha256 pins. Nothing is created. */
-    if (sup_gendir_check(cfg, err, sizeof(err)) < 0) {
+    if (sup_gendir_check(cfg, err, sizeof(err)) < 0 ||
+        (cfg->log_file && check_log_file(cfg->log_file, err, sizeof(err)) < 0)) {
         fprintf(stderr, "moltd: %s: %s\n", cfg->path, err);
         fprintf(stderr, "moltd: configuration %s test failed\n", config_path);
         goto out;

@@ -331,6 +331,61 @@ START_TEST(test_log_rotate)
 }
 END_TEST
 
+/* moltd -t opens log.file as a start would, creating nothing: a missing
+ * directory, a directory in its place fail naming log.file; a new file in a
+ * writable directory passes and is not created. */
+START_TEST(test_log_file_checked)
+{
+    h_molt_t *h = h_new();
+    char file[PATH_MAX + 16];
+    struct {
+        const char *value;
+        const char *needle; /* NULL: passes */
+    } cases[] = {
+        {"missing/molt.log", "log.file: "},
+        {".", "log.file: "},
+        {"new.log", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        h_cfg_set(h, "log.file", json_string(cases[i].value));
+        h_write_config(h);
+        h_cmd_t r;
+        h_run(&r, 20000, H_MOLTD, "-c", h->config_path, "-t", NULL);
+        if (cases[i].needle)
+            H_CHECK(r.code == 1 && strstr(r.err, cases[i].needle) && strstr(r.err, cases[i].value),
+                    "log.file %s: moltd -t exited %d: %s", cases[i].value, r.code, r.err);
+        else
+            H_CHECK(r.code == 0, "log.file %s: moltd -t exited %d: %s", cases[i].value, r.code, r.err);
+        h_cmd_free(&r);
+    }
+    snprintf(file, sizeof(file), "%s/new.log", h->dir);
+    H_CHECK(!h_file_exists(file), "moltd -t created %s", file);
+}
+END_TEST
+
+/* log.file across a supervisor upgrade: the new image writes to the same
+ * file (fd 2 kept) and still knows its path, so a rotation after the upgrade
+ * reopens it. */
+START_TEST(test_log_file_upgrade)
+{
+    h_molt_t *h = h_new();
+    char file[PATH_MAX + 16], old[PATH_MAX + 16];
+    snprintf(file, sizeof(file), "%s/molt.log", h->dir);
+    snprintf(old, sizeof(old), "%s/molt.log.1", h->dir);
+    h_cfg_set(h, "log.file", json_string("molt.log"));
+    h_start_ready(h);
+    h_cmd_t r;
+    h_run(&r, 30000, H_MOLTCTL, "-s", h->sock_path, "upgrade", NULL);
+    H_CHECK(r.code == 0, "moltctl upgrade: %d %s%s", r.code, r.out, r.err);
+    h_cmd_free(&r);
+    H_CHECK(file_has(file, "upgrade: moltd "), "%s lacks the new image's upgrade line", file);
+    H_CHECK(rename(file, old) == 0, "rename %s: %s", file, strerror(errno));
+    H_CHECK(kill(h->pid, SIGUSR1) == 0, "kill USR1: %s", strerror(errno));
+    H_CHECK(wait_file_has(file, "SIGUSR1: log.file", 5000), "no reopen after the upgrade in the new %s", file);
+    get_ok(h, "after the upgrade and the rotation");
+}
+END_TEST
+
 START_TEST(test_log_json)
 {
     h_molt_t *h = h_new();
@@ -581,7 +636,12 @@ START_TEST(test_privdrop)
     get_ok(h, "after the reload");
     check_ids(h->pid, "Uid", 0);
 
-    /* A worker killed is respawned as the user too. */
+    /* A supervisor upgrade carries the resolved user and groups over: a
+     * worker killed after it is respawned, by the new image, as the user too. */
+    h_run(&r, 30000, H_MOLTCTL, "-s", h->sock_path, "upgrade", NULL);
+    H_CHECK(r.code == 0, "upgrade: exit %d: %s %s", r.code, r.out, r.err);
+    h_cmd_free(&r);
+    check_ids(h->pid, "Uid", 0);
     H_CHECK(kill(now[0], SIGKILL) == 0, "kill: %s", strerror(errno));
     pid_t again[2] = {0, 0};
     for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(50)) {
@@ -685,6 +745,8 @@ static Suite *production_suite(void)
     tcase_add_test(tc, test_log_rotate);
     tcase_add_test(tc, test_log_json);
     tcase_add_test(tc, test_log_journal);
+    tcase_add_test(tc, test_log_file_checked);
+    tcase_add_test(tc, test_log_file_upgrade);
     suite_add_tcase(s, tc);
     tc = users_tcase("access", 90);
     tcase_add_test(tc, test_control_refused);
