@@ -75,6 +75,7 @@ static int cmd_reload(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char
 static int cmd_events(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 static int cmd_state(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 static int cmd_metrics(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
+static int cmd_upgrade(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv);
 
 static const ctl_cmd_t ctl_cmds[] = {
     {"status", "[--json]", "show moltd, its generation and its workers", cmd_status},
@@ -85,6 +86,8 @@ static const ctl_cmd_t ctl_cmds[] = {
     {"events", "", "follow reload and worker events, one JSON object per line", cmd_events},
     {"state", "NAME [--json]", "print instance NAME's live state in every worker, as JSON", cmd_state},
     {"metrics", "", "print moltd's metrics in the Prometheus text format", cmd_metrics},
+    {"upgrade", "[--json]",
+     "re-execute moltd's binary in place (same pid, workers kept); wait for the outcome", cmd_upgrade},
 };
 
 /* --- messages and usage ------------------------------------------------------ */
@@ -645,6 +648,20 @@ static void status_print_header(const json_t *st)
     fmt_int(pid, sizeof(pid), st, "pid");
     fmt_duration(up, sizeof(up), jint(st, "uptime_ms", &v) ? v : -1);
     printf("moltd       pid %s, version %s, up %s\n", pid, jstr(st, "version", "?"), up);
+    /* An older moltd does not say which binary it runs: no line then. */
+    if (json_is_string(json_object_get(st, "binary"))) {
+        printf("binary      %s", jstr(st, "binary", "?"));
+        if (jint(st, "upgrades", &v) && v > 0) {
+            printf(", upgraded %lld time%s", v, v == 1 ? "" : "s");
+            if (jint(st, "upgraded_ms", &v)) {
+                char ago[32];
+                long long d = (long long)molt_wall_ms() - v;
+                fmt_duration(ago, sizeof(ago), d < 0 ? 0 : d);
+                printf(", last %s ago", ago);
+            }
+        }
+        putchar('\n');
+    }
     printf("config      %s\n", jstr(st, "config", "?"));
 
     if (json_is_object(gen)) {
@@ -1029,6 +1046,89 @@ static int cmd_reload(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char
     if (ret != MOLT_CTL_EXIT_OK)
         return ret;
     return ok ? MOLT_CTL_EXIT_OK : MOLT_CTL_EXIT_FAILED;
+}
+
+/* --- upgrade ---------------------------------------------------------------------- */
+
+/*
+ * moltctl upgrade: moltd re-executes its binary (the path it was started
+ * from, as it is on disk now) in the same process; the listeners, the
+ * workers and the state stay. The reply comes once the new binary runs, or
+ * once moltd knows it cannot (the old binary then runs on, unchanged). Prints
+ * "upgraded moltd FROM -> TO (pid N, binary PATH) in M ms" and exits 0, or
+ * prints moltd's reason on stderr and exits 1. It waits as long as a reload
+ * (MOLT_CTL_RELOAD_TIMEOUT_MS): a refused upgrade answers at once, and a
+ * check is bounded by moltd, but a slow host must not turn a done upgrade
+ * into "no reply".
+ */
+static int cmd_upgrade(const ctl_ctx_t *ctx, const ctl_cmd_t *cmd, int argc, char **argv)
+{
+    bool as_json = false;
+    const ctl_flag_t flags[] = {{"json", &as_json}, {NULL, NULL}};
+    int npos, ret = ctl_parse_args(cmd, argc, argv, flags, &npos);
+    json_t *r = NULL;
+    if (ret)
+        return ret;
+    if (npos > 0)
+        return ctl_usage_error(cmd, "unexpected argument '%s'", argv[1]);
+    int wait_ms = CTL_RELOAD_WAIT_MS;
+    if (ctl_env_ms("MOLT_CTL_RELOAD_TIMEOUT_MS", &wait_ms) < 0)
+        return MOLT_CTL_EXIT_USAGE;
+
+    /* ctl_call() with the reload's wait: its own deadline is ctx->timeout_ms. */
+    ctl_ctx_t wait_ctx = *ctx;
+    wait_ctx.timeout_ms = wait_ms;
+    ctl_conn_t c;
+    json_t *req = json_pack("{s:s}", "cmd", "upgrade");
+    if (!req) {
+        ctl_err("cannot build the upgrade request: out of memory");
+        return MOLT_CTL_EXIT_FAILED;
+    }
+    ret = ctl_conn_open(&c, ctx);
+    if (ret == MOLT_CTL_EXIT_OK) {
+        c.ctx = &wait_ctx; /* the "no reply within N ms" message names the wait used */
+        uint64_t deadline = molt_now_ms() + (uint64_t)wait_ms;
+        ret = ctl_conn_send(&c, req, deadline);
+        if (ret == MOLT_CTL_EXIT_OK)
+            ret = ctl_conn_recv(&c, deadline, &r);
+        ctl_conn_close(&c);
+    }
+    json_decref(req);
+    if (ret != MOLT_CTL_EXIT_OK)
+        return ret;
+
+    const json_t *ok = json_object_get(r, "ok");
+    if (!json_is_boolean(ok)) {
+        ctl_err("unparseable reply from moltd at %s: no boolean \"ok\"", ctx->socket_path);
+        json_decref(r);
+        return MOLT_CTL_EXIT_UNREACHABLE;
+    }
+    const json_t *up = json_object_get(r, "upgrade");
+    if (as_json) {
+        ret = ctl_print_json(r);
+    } else if (json_is_true(ok)) {
+        long long pid = 0, ms = 0;
+        char pids[24] = "?", mss[24] = "?";
+        if (jint(up, "pid", &pid))
+            snprintf(pids, sizeof(pids), "%lld", pid);
+        if (jint(up, "ms", &ms))
+            snprintf(mss, sizeof(mss), "%lld", ms);
+        printf("upgraded moltd %s -> %s (pid %s, binary %s) in %s ms\n", jstr(up, "from", "?"),
+               jstr(up, "to", "?"), pids, jstr(up, "binary", "?"), mss);
+    } else {
+        /* moltd's error already says "upgrade failed: ..."; another one
+         * (an older moltd's "unknown command") gets the command's name. */
+        const char *msg = jstr(r, "error", "moltd refused without saying why");
+        if (strncmp(msg, "upgrade", 7) == 0)
+            ctl_err("%s", msg);
+        else
+            ctl_err("upgrade: %s", msg);
+    }
+    bool done = json_is_true(ok);
+    json_decref(r);
+    if (ret != MOLT_CTL_EXIT_OK)
+        return ret;
+    return done ? MOLT_CTL_EXIT_OK : MOLT_CTL_EXIT_FAILED;
 }
 
 /* --- main ------------------------------------------------------------------------- */

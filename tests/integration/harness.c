@@ -169,6 +169,19 @@ char *h_read_file(const char *path, size_t *len)
     return text;
 }
 
+void h_copy_file(const char *src, const char *dst, mode_t mode)
+{
+    size_t len;
+    char *data = read_file(src, &len);
+    H_CHECK(data != NULL, "out of memory reading %s", src);
+    bool empty = len == 0;
+    if (empty)
+        free(data);
+    H_CHECK(!empty, "cannot copy %s: it cannot be read or is empty", src);
+    h_write_file(dst, data, len, mode);
+    free(data);
+}
+
 bool h_file_exists(const char *path)
 {
     struct stat st;
@@ -489,22 +502,23 @@ void h_start(h_molt_t *h)
         if (getppid() != parent)
             _exit(127);
         child_prepare(in, out, err);
+        const char *moltd = h->binary ? h->binary : H_MOLTD;
         const char *argv[H_MAX_LAUNCH + H_MAX_WRAP + 8];
         size_t n = 0;
         for (; n + 1 < H_MAX_LAUNCH && h->launch[n]; n++)
             argv[n] = h->launch[n];
-        if (wrap_argv((const char *const[]){H_MOLTD, "-c", h->config_path, NULL}, argv + n, H_MAX_WRAP + 8)) {
+        if (wrap_argv((const char *const[]){moltd, "-c", h->config_path, NULL}, argv + n, H_MAX_WRAP + 8)) {
             execvp(argv[0], (char *const *)argv);
         } else if (n) {
-            argv[n++] = H_MOLTD;
+            argv[n++] = moltd;
             argv[n++] = "-c";
             argv[n++] = h->config_path;
             argv[n] = NULL;
             execvp(argv[0], (char *const *)argv);
         } else {
-            execl(H_MOLTD, "moltd", "-c", h->config_path, (char *)NULL);
+            execl(moltd, "moltd", "-c", h->config_path, (char *)NULL);
         }
-        dprintf(STDERR_FILENO, "harness: execl(%s) failed: %s\n", H_MOLTD, strerror(errno));
+        dprintf(STDERR_FILENO, "harness: exec of %s failed: %s\n", moltd, strerror(errno));
         _exit(127);
     }
     int fork_errno = errno;

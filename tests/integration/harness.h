@@ -19,7 +19,8 @@
  * Two environment variables let a slow runner (scripts/memcheck.sh: moltd
  * under valgrind) use the same tests; unset, nothing changes:
  * - MOLT_TEST_WRAPPER: a command prefix, split on spaces, that moltd is run
- *   under (h_start(), and h_run() of H_MOLTD itself), e.g. "valgrind -q".
+ *   under (h_start(), whatever h->binary is, and h_run() of H_MOLTD itself),
+ *   e.g. "valgrind -q".
  * - MOLT_TEST_TIMEOUT_SCALE: an integer factor >= 1 (default 1) for every
  *   time the harness waits for moltd (h_ms()): the waits of h_wait_ready(),
  *   h_wait_exit(), h_wait_pid_gone(), h_ctl(), h_conn_read(),
@@ -110,6 +111,10 @@ typedef struct h_molt {
      * "NOTIFY_SOCKET=...", NULL} or systemd-socket-activate and its options.
      * Empty (the default): moltd is exec'd directly. */
     const char *launch[H_MAX_LAUNCH];
+    /* The moltd binary h_start() runs (an absolute path); NULL: H_MOLTD.
+     * The upgrade tests start a copy of their own (h_copy_file()) so that
+     * they can replace it, as a deployment does, and re-execute it. */
+    const char *binary;
 } h_molt_t;
 
 /*
@@ -254,6 +259,8 @@ void h_resp_free(h_resp_t *r);
 
 void h_write_file(const char *path, const void *data, size_t len, mode_t mode);
 bool h_file_exists(const char *path);
+/* Copies src to dst (created or truncated) and gives dst `mode`. */
+void h_copy_file(const char *src, const char *dst, mode_t mode);
 /* A whole file (also /proc files), NUL-terminated, malloc'd; "" if it cannot
  * be read; *len (may be NULL) gets its length. */
 char *h_read_file(const char *path, size_t *len);

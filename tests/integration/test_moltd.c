@@ -1411,31 +1411,44 @@ START_TEST(test_ctl_bad_bytes_answered)
 }
 END_TEST
 
-/* SIGUSR2 (reserved for the binary upgrade, not implemented) is refused in the
- * log; moltd and its workers go on as they were. */
-START_TEST(test_sigusr2_refused)
+/* SIGUSR2 upgrades moltd in place: it re-executes its binary (here the
+ * build's moltd again, so the version stays) in the same process, and the
+ * workers serve on; integ_upgrade has the rest. */
+START_TEST(test_sigusr2_upgrades)
 {
     h_molt_t *h = h_new();
     h_start_ready(h);
     pid_t before[2], after[2];
     json_t *st = h_status(h);
     H_CHECK(st && h_status_pids(st, before, 2) == 2, "no 2 workers in status");
+    char version[64], want[160];
+    snprintf(version, sizeof(version), "%s", json_string_value(json_object_get(st, "version")) ?: "?");
     json_decref(st);
     H_CHECK(kill(h->pid, SIGUSR2) == 0, "kill(SIGUSR2): %s", strerror(errno));
-    const char *const needle[] = {"SIGUSR2: the supervisor binary upgrade is not implemented", NULL};
+    snprintf(want, sizeof(want), "upgrade: moltd %s -> %s", version, version);
+    const char *const needle[] = {want, NULL};
     char *line = NULL;
-    for (long long end = h_now_ms() + 5000; !(line = h_log_line(h, needle)) && h_now_ms() < end;)
+    for (long long end = h_now_ms() + h_ms(15000); !(line = h_log_line(h, needle)) && h_now_ms() < end;)
         h_sleep_ms(20);
-    H_CHECK(line != NULL, "no log line about SIGUSR2");
+    H_CHECK(line != NULL, "no log line '%s' within 15 s of SIGUSR2", want);
     free(line);
-    h_resp_t r;
-    char u[128];
-    H_CHECK(h_curl(h, &r, url(u, sizeof(u), h, "/"), NULL) == 0 && r.status == 200, "not serving after SIGUSR2");
-    h_resp_free(&r);
+    json_int_t upgrades = 0;
+    for (long long end = h_now_ms() + h_ms(5000); upgrades != 1 && h_now_ms() < end; h_sleep_ms(20)) {
+        st = h_status(h);
+        upgrades = st ? json_integer_value(json_object_get(st, "upgrades")) : 0;
+        json_decref(st);
+    }
+    H_CHECK(upgrades == 1, "status.upgrades is %lld after SIGUSR2, expected 1", (long long)upgrades);
+    H_CHECK(!h_reap(h), "moltd exited after SIGUSR2");
     st = h_status(h);
-    H_CHECK(st && h_status_pids(st, after, 2) == 2, "moltd does not answer status after SIGUSR2");
+    H_CHECK(st && json_integer_value(json_object_get(st, "pid")) == h->pid,
+            "moltd's pid changed after SIGUSR2");
+    H_CHECK(h_status_pids(st, after, 2) == 2, "no 2 workers in status after SIGUSR2");
     json_decref(st);
-    H_CHECK(before[0] == after[0] && before[1] == after[1], "workers changed after SIGUSR2");
+    H_CHECK(before[0] == after[0] && before[1] == after[1],
+            "workers changed after SIGUSR2: %d %d, were %d %d", (int)after[0], (int)after[1], (int)before[0],
+            (int)before[1]);
+    curl_hello(h, "after SIGUSR2");
 }
 END_TEST
 
@@ -1447,7 +1460,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_moltctl_status_json);
     tcase_add_test(tc, test_moltctl_unreachable);
     tcase_add_test(tc, test_ctl_bad_bytes_answered);
-    tcase_add_test(tc, test_sigusr2_refused);
+    tcase_add_test(tc, test_sigusr2_upgrades);
     suite_add_tcase(s, tc);
     tc = h_tcase("load", 90);
     tcase_add_test(tc, test_wrk);

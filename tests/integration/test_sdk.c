@@ -330,6 +330,81 @@ static bool man_has_item(const char *text, const char *word)
     return found;
 }
 
+/*
+ * The text of item `word` in roff source `text` (from its ".B WORD" line to
+ * the next .TP, .SH, .PP or .IP) as a reader sees it, malloc'd (NULL if
+ * there is no such item): macro names dropped (the alternating-font ones
+ * join their arguments; a quoted one keeps its blanks), "\-" as '-', font
+ * escapes and "\&" removed, lines joined with one space, blanks collapsed.
+ * So a phrase can be matched however the page breaks it into lines and fonts.
+ */
+static char *man_item_text(const char *text, const char *word)
+{
+    char head[128];
+    snprintf(head, sizeof(head), "\n.B %s\n", word);
+    const char *start = strstr(text, head);
+    if (!start)
+        return NULL;
+    start += strlen(head);
+    const char *end = start;
+    while (*end) {
+        if (end[0] == '.' && (strncmp(end, ".TP", 3) == 0 || strncmp(end, ".SH", 3) == 0 ||
+                              strncmp(end, ".PP", 3) == 0 || strncmp(end, ".IP", 3) == 0))
+            break;
+        const char *nl = strchr(end, '\n');
+        end = nl ? nl + 1 : end + strlen(end);
+    }
+    size_t cap = (size_t)(end - start) * 2 + 1, o = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    for (const char *line = start; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *le = nl ? nl : end, *p = line;
+        bool join = false; /* .BR and the like: arguments run together */
+        if (*p == '.') {
+            size_t ml = strcspn(p, " \n");
+            join = ml == 3 && strchr("BIR", p[1]) && strchr("BIR", p[2]);
+            p += ml;
+        }
+        if (o)
+            out[o++] = ' ';
+        bool quoted = false;
+        for (; p < le; p++) {
+            if (p[0] == '\\' && p + 1 < le) {
+                if (p[1] == '-') {
+                    out[o++] = '-';
+                    p++;
+                } else if (p[1] == '&') {
+                    p++;
+                } else if (p[1] == 'f' && p + 2 < le) {
+                    p += p[2] == '(' ? 4 : 2;
+                } else {
+                    out[o++] = p[1];
+                    p++;
+                }
+            } else if (*p == '"') {
+                quoted = !quoted;
+            } else if (*p == ' ' && join && !quoted) {
+                continue;
+            } else {
+                out[o++] = *p;
+            }
+        }
+        line = nl ? nl + 1 : end;
+    }
+    out[o] = '\0';
+    /* collapse blanks */
+    size_t w = 0;
+    for (size_t r = 0; r < o; r++)
+        if (!(out[r] == ' ' && (w == 0 || out[w - 1] == ' ')))
+            out[w++] = out[r];
+    while (w && out[w - 1] == ' ')
+        w--;
+    out[w] = '\0';
+    return out;
+}
+
 /* Every option (a word starting with '-') of a program's --help, and for
  * moltctl every command and variable, is an item of its man page. */
 static void check_man_covers_help(const char *page, const char *text, const char *prog)
@@ -469,7 +544,7 @@ static void check_only_paths_changed(const char *installed, const char *rel, con
  * - moltd(8) and moltctl(8) (MANDIR/man8): man/'s pages with the paths of
  *   the prefix; every section; every option, command and variable of the
  *   programs' --help described; the environment and signals of moltd, USR2
- *   as not implemented; groff -ww and man -l render them without a warning.
+ *   as the binary upgrade; groff -ww and man -l render them without a warning.
  */
 START_TEST(test_install_operations)
 {
@@ -577,12 +652,13 @@ START_TEST(test_install_operations)
             snprintf(want, sizeof(want), "%s/etc/molt/molt.json", prefix);
             etc = as_written(want, true);
             H_CHECK(strstr(text, etc), "%s (installed) does not name the config %s", rel, want);
-            /* USR2 is not described as working. */
-            const char *usr2 = strstr(text, "\n.B SIGUSR2\n");
-            const char *next = usr2 ? strstr(usr2 + 1, "\n.TP") : NULL;
-            const char *said = usr2 ? strstr(usr2, "not implemented") : NULL;
-            H_CHECK(usr2 && said && (!next || said < next), "%s does not say SIGUSR2 is not implemented",
-                    rel);
+            /* USR2 is described as the binary upgrade. */
+            char *usr2 = man_item_text(text, "SIGUSR2");
+            bool said = usr2 && strstr(usr2, "re-executes the moltd binary");
+            if (!said)
+                fprintf(stderr, "%s, SIGUSR2 (as text): %s\n", rel, usr2 ? usr2 : "(no .B SIGUSR2 item)");
+            free(usr2);
+            H_CHECK(said, "%s does not say under SIGUSR2 that it re-executes the moltd binary (above)", rel);
         }
         free(etc);
         free(text);

@@ -7,7 +7,9 @@
  *   once it serves, RELOADING=1 with MONOTONIC_USEC then READY=1 with STATUS
  *   around each reload (committed, rolled back, rejected; moltctl or SIGHUP
  *   as Type=notify-reload sends it), STOPPING=1 on stop, WATCHDOG=1 at half
- *   WATCHDOG_USEC, during reloads too; every datagram from moltd's own pid.
+ *   WATCHDOG_USEC, during reloads too; RELOADING=1 then READY=1 "upgraded to
+ *   moltd ..." around a binary upgrade, after which the re-executed moltd
+ *   goes on pinging; every datagram from moltd's own pid.
  * - socket activation through Debian's systemd-socket-activate: moltd
  *   serves on the socket it was passed; a passed socket no listener claims,
  *   or one that is not a listening stream socket, is refused by name;
@@ -372,6 +374,58 @@ START_TEST(test_watchdog)
 }
 END_TEST
 
+/*
+ * An upgrade (moltctl upgrade, re-executing the build's moltd in place) is a
+ * reload to systemd: RELOADING=1 with MONOTONIC_USEC, then READY=1 with
+ * "upgraded to moltd VERSION ...", both from moltd's pid, which did not
+ * change; the new binary goes on notifying (NOTIFY_SOCKET kept) and pinging
+ * the watchdog (WATCHDOG_USEC kept).
+ */
+START_TEST(test_notify_upgrade)
+{
+    h_molt_t *h = h_new();
+    h_cfg_set(h, "reload.health.stable_ms", json_integer(50));
+    notify_rx_t rx;
+    notify_open(&rx, h, false);
+    start_notified(h, &rx, "WATCHDOG_USEC=200000", NULL);
+    notify_msg_t m;
+    notify_expect(&rx, h, &m, "READY", "1", 5000);
+    json_t *st = h_status(h);
+    H_CHECK(st != NULL, "no status");
+    char want[128];
+    snprintf(want, sizeof(want), "upgraded to moltd %s",
+             json_string_value(json_object_get(st, "version")) ?: "?");
+    json_decref(st);
+
+    unsigned long long t0 = mono_usec();
+    h_cmd_t c;
+    int rc = h_run(&c, 30000, H_MOLTCTL, "-s", h->sock_path, "upgrade", (char *)NULL);
+    H_CHECK(rc == 0, "moltctl upgrade exited %d: %s%s", rc, c.out, c.err);
+    h_cmd_free(&c);
+    char *status = expect_reload(&rx, h, t0);
+    H_CHECK(strncmp(status, want, strlen(want)) == 0, "STATUS after an upgrade: '%s', expected '%s...'",
+            status, want);
+    free(status);
+    st = h_status(h);
+    H_CHECK(st && json_integer_value(json_object_get(st, "pid")) == h->pid &&
+                json_integer_value(json_object_get(st, "upgrades")) == 1,
+            "after the upgrade, status does not show moltd's pid %d and 1 upgrade", (int)h->pid);
+    json_decref(st);
+    int pings = count_pings(&rx, h, 1000);
+    H_CHECK(pings >= 6 && pings <= 14, "%d WATCHDOG=1 in 1 s after an upgrade (expected about 10)", pings);
+
+    /* A reload by the new binary still tells systemd. */
+    t0 = mono_usec();
+    H_CHECK(moltctl_reload(h, &c) == 0, "reload after the upgrade: %s", c.out);
+    h_cmd_free(&c);
+    status = expect_reload(&rx, h, t0);
+    H_CHECK(strncmp(status, "generation 2 committed in ", 26) == 0,
+            "STATUS after a reload by the new binary: '%s'", status);
+    free(status);
+    notify_close(&rx);
+}
+END_TEST
+
 /* NOTIFY_SOCKET that is no address moltd can use: a warning, and moltd serves. */
 START_TEST(test_notify_unusable)
 {
@@ -637,6 +691,7 @@ int main(void)
     tcase_add_test(tc, test_notify_lifecycle);
     tcase_add_test(tc, test_notify_abstract_failed_reloads);
     tcase_add_test(tc, test_watchdog);
+    tcase_add_test(tc, test_notify_upgrade);
     tcase_add_test(tc, test_notify_unusable);
     suite_add_tcase(s, tc);
     tc = h_tcase("activation", 60);
