@@ -12,9 +12,17 @@ tp_state test plugin) under wrk load and at the same time:
     that does not exist;
   - kills a random worker with SIGKILL every few seconds (one at a time: after
     each kill it waits until the slot is back and caught up);
-  - writes to kv (unique keys) and reads back earlier acknowledged writes.
+  - writes to kv (unique keys) and reads back earlier acknowledged writes;
+  - after about one reload in four, upgrades the supervisor in place
+    (moltctl upgrade): moltd runs from a copy of the binary, which is replaced
+    first by moltd itself, by moltd_upgrade_next (another version) or by a
+    file that cannot be executed (that upgrade must fail in its check and
+    leave the running moltd as it was). Kills go on meanwhile, so a worker
+    may die during the exec.
 
-Then it checks: the supervisor is alive; the last good generation serves; a
+Then it checks: the supervisor is alive, with the pid it started with;
+every good upgrade was done (or refused while a worker caught up), every
+broken one failed in its check; the last good generation serves; a
 broken generation never committed; every acknowledged kv write is readable,
 byte for byte, in every worker; no zombie; the supervisor's fd count is the
 same as after the warm-up and its RSS did not grow (not judged in a
@@ -113,10 +121,24 @@ class Molt:
             json.dump(cfg, f, indent=1)
         os.rename(tmp, self.conf)
 
+    def deploy(self, src):
+        """Replaces the binary moltd runs from, as a package manager does (rename over it)."""
+        os.makedirs(os.path.dirname(self.binary), exist_ok=True)
+        tmp = self.binary + ".new"
+        if src is None:  # a file that cannot be executed
+            with open(tmp, "wb") as f:
+                f.write(b"not a program: a broken deploy\n")
+        else:
+            shutil.copyfile(os.path.join(self.build, src), tmp)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, self.binary)
+
     def start(self, body):
         self.write_config(self.config(body))
         self.logf = open(self.logpath, "w")
-        self.proc = subprocess.Popen([os.path.join(self.build, "moltd"), "-c", self.conf],
+        self.binary = os.path.join(self.tmp, "bin", "moltd")
+        self.deploy("moltd")
+        self.proc = subprocess.Popen([self.binary, "-c", self.conf],
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -218,6 +240,7 @@ class Stats:
         self.writes = 0
         self.reads = 0
         self.reloads = []        # dicts
+        self.upgrades = []       # dicts
         self.failures = []
 
     def last_kill_before(self, t):
@@ -410,6 +433,41 @@ def reload_once(molt, stats, lock, rnd, n, current_body):
     return current_body
 
 
+def upgrade_once(molt, stats, rnd, n):
+    """One supervisor upgrade with a binary deployed first; checks its outcome and moltd's pid."""
+    have_next = os.path.exists(os.path.join(molt.build, "moltd_upgrade_next"))
+    kind = rnd.choice(["moltd", "moltd_upgrade_next", "moltd_upgrade_next", "broken"] if have_next
+                      else ["moltd", "moltd", "broken"])
+    molt.deploy(None if kind == "broken" else kind)
+    t0 = time.monotonic()
+    rc, out, err = molt.ctl("upgrade", "--json", timeout=60)
+    if kind == "broken":
+        molt.deploy("moltd")  # nothing else runs it, but leave a good binary in place
+    try:
+        res = json.loads(out)
+    except ValueError:
+        stats.fail("upgrade %d (%s): moltctl printed no JSON (exit %d): %s %s" % (n, kind, rc, out, err))
+        return
+    up = res.get("upgrade") or {}
+    stage = None if res.get("ok") else up.get("stage")
+    stats.upgrades.append({"n": n, "kind": kind, "ok": res.get("ok"), "stage": stage, "ms": up.get("ms"),
+                           "t0": t0, "error": res.get("error")})
+    log("upgrade %d %-18s -> %s%s" % (n, kind, "done in %s ms (%s -> %s)" % (up.get("ms"), up.get("from"),
+                                                                            up.get("to"))
+                                     if res.get("ok") else stage, ": " + res["error"] if res.get("error") else ""))
+    st = molt.status() or {}
+    if st.get("pid") != molt.proc.pid or molt.proc.poll() is not None:
+        stats.fail("upgrade %d (%s): moltd's pid is %s, it started as %d" % (n, kind, st.get("pid"), molt.proc.pid))
+    if kind == "broken":
+        if res.get("ok") or stage not in ("check", "refused"):
+            stats.fail("upgrade %d to a broken binary: ok %s, stage %s" % (n, res.get("ok"), stage))
+    elif not res.get("ok") and stage != "refused":
+        stats.fail("upgrade %d (%s) failed in stage %s: %s" % (n, kind, stage, res.get("error")))
+    elif res.get("ok") and st.get("version") != up.get("to"):
+        stats.fail("upgrade %d (%s): status says version %s, the upgrade %s" % (n, kind, st.get("version"),
+                                                                               up.get("to")))
+
+
 def get(port, path, conn=None):
     c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=15)
     try:
@@ -466,6 +524,8 @@ def main():
             t = time.monotonic()
             n += 1
             body = reload_once(molt, stats, lock, rnd, n, body)
+            if rnd.random() < 0.25:
+                upgrade_once(molt, stats, rnd, n)
             if base is None and time.monotonic() >= warm:
                 with lock:
                     if wait_healthy(molt, 30):
@@ -487,8 +547,16 @@ def main():
             log(("ok   " if ok else "FAIL ") + what)
 
         st = wait_healthy(molt, 30)
-        check(molt.proc.poll() is None and st is not None,
-              "the supervisor is alive and every worker of its active generation is ready")
+        check(molt.proc.poll() is None and st is not None and st.get("pid") == mpid,
+              "the supervisor is alive (pid %d, as it started) and every worker of its active generation is ready"
+              % mpid)
+        ups = stats.upgrades
+        done = [u for u in ups if u["ok"]]
+        check(not any(f.startswith("upgrade") for f in stats.failures) and (done or args.seconds < 30),
+              "every good upgrade was done or refused, every broken one failed in its check (%d upgrades: %d done, "
+              "%d broken failed, %d refused)" % (len(ups), len(done),
+                                                 len([u for u in ups if u["kind"] == "broken" and not u["ok"]]),
+                                                 len([u for u in ups if u["stage"] == "refused"])))
         if st is None:
             st = molt.status() or {}
         answers = set()
