@@ -297,9 +297,22 @@ static size_t count_fds(pid_t pid)
     return n;
 }
 
-/* moltd's open descriptors, once a control connection the test just closed is gone too. */
-static void check_fds(h_molt_t *h, size_t want, const char *what)
+/*
+ * moltd's open descriptors, once a control connection the test just closed is
+ * gone too. `execed`: moltd executed a binary since `want` was counted. Under
+ * MOLT_TEST_WRAPPER (valgrind) that comparison means nothing: valgrind does
+ * not follow an execve (scripts/memcheck.sh runs it without
+ * --trace-children), so moltd then runs natively, without valgrind's own
+ * descriptors; the check is skipped, saying so.
+ */
+static void check_fds(h_molt_t *h, size_t want, bool execed, const char *what)
 {
+    const char *wrapper = getenv("MOLT_TEST_WRAPPER");
+    if (execed && wrapper && *wrapper) {
+        fprintf(stderr, "%s: descriptors not compared (moltd left MOLT_TEST_WRAPPER's program at the exec)\n",
+                what);
+        return;
+    }
     size_t n = 0;
     for (long long end = h_now_ms() + h_ms(3000);; h_sleep_ms(20)) {
         n = count_fds(h->pid);
@@ -784,7 +797,7 @@ START_TEST(test_state_history)
             want_to);
 
     check_same_processes(h, &before, "after the upgrade");
-    check_fds(h, fds, "after the upgrade");
+    check_fds(h, fds, true, "after the upgrade");
     kv_check_all(h, 2, "after the upgrade");
     snap_t after;
     snap_take(h, &after);
@@ -1025,7 +1038,7 @@ START_TEST(test_failures)
                 "%s: version %s, upgrades %lld; expected %s, 0", what, now.version, now.upgrades,
                 before.version);
         curl_hello(h, H_HELLO_BODY, what);
-        check_fds(h, fds, what);
+        check_fds(h, fds, f == F_FAULTY, what);
         check_no_leftovers(h, &before, what);
     }
 
@@ -1046,7 +1059,7 @@ START_TEST(test_failures)
     snap_take(h, &now);
     H_CHECK(now.upgrades == 1, "status.upgrades is %lld after the good upgrade", now.upgrades);
     curl_hello(h, H_HELLO_BODY, "after the good upgrade");
-    check_fds(h, fds, "after the good upgrade");
+    check_fds(h, fds, true, "after the good upgrade");
     ev_close(&ev);
 }
 END_TEST
