@@ -458,7 +458,7 @@ static void wait_one_generation(h_molt_t *h)
     }
 }
 
-/* ---- helpers: an events subscriber ----------------------------------------------------------- */
+/* ---- helpers: a control connection read line by line (an events subscriber) ----------------- */
 
 typedef struct ev {
     int fd;
@@ -731,6 +731,10 @@ START_TEST(test_state_history)
     h_add_plugin(h, "kv", "kv.so", NULL);
     h_add_route(h, "/kv/", "kv");
     h_cfg_set(h, "reload.handoff_timeout_ms", json_integer(h_ms(10000)));
+    char admin[64];
+    int admin_port = h_free_port(AF_INET);
+    snprintf(admin, sizeof(admin), "127.0.0.1:%d", admin_port);
+    h_cfg_set(h, "admin", json_pack("{s:s}", "address", admin));
     h_start_ready(h);
     ev_t ev;
     ev_open(h, &ev);
@@ -808,6 +812,14 @@ START_TEST(test_state_history)
             committed);
     long long done = metric(h, "moltd_upgrades_total{result=\"done\"}");
     H_CHECK(done == 1, "moltd_upgrades_total{result=\"done\"} is %lld after the upgrade, expected 1", done);
+    /* The admin listener too: the same socket, served by the new binary. */
+    char url[96];
+    snprintf(url, sizeof(url), "http://%s/metrics", admin);
+    h_resp_t m;
+    H_CHECK(h_curl(h, &m, url, NULL) == 0, "curl %s failed after the upgrade", url);
+    bool scraped = m.status == 200 && strstr(m.body, "moltd_upgrades_total{result=\"done\"} 1\n");
+    h_resp_free(&m);
+    H_CHECK(scraped, "GET %s after the upgrade: not 200 with moltd_upgrades_total{result=\"done\"} 1", url);
     json_t *st = status_now(h);
     long long counted = jint(json_object_get(json_object_get(st, "reload"), "counts"), "committed");
     json_decref(st);
@@ -1152,12 +1164,34 @@ START_TEST(test_twice)
     char next[96];
     snprintf(next, sizeof(next), "%s%s", before.version, UP_NEXT_SUFFIX);
 
+    /* The first with a status request sent behind it on the same connection:
+     * answered after the upgrade, by the new binary. */
     deploy(UP_NEXT, 0755);
-    json_t *r = upgrade_ok(h);
+    ev_t conn;
+    memset(&conn, 0, sizeof(conn));
+    conn.fd = h_ctl_open(h, "{\"cmd\":\"upgrade\"}");
+    H_CHECK(conn.fd >= 0, "cannot send the upgrade request");
+    H_CHECK(send(conn.fd, "{\"cmd\":\"status\"}\n", 17, MSG_NOSIGNAL) == 17, "send(status): %s",
+            strerror(errno));
+    bool eof;
+    json_t *r = ev_next(&conn, 30000, &eof);
+    H_CHECK(r != NULL, "no reply to the upgrade request");
     const json_t *up = json_object_get(r, "upgrade");
-    H_CHECK(strcmp(jstr(up, "from"), before.version) == 0 && strcmp(jstr(up, "to"), next) == 0,
-            "first upgrade: from %s to %s", jstr(up, "from"), jstr(up, "to"));
+    H_CHECK(json_is_true(json_object_get(r, "ok")) && strcmp(jstr(up, "from"), before.version) == 0 &&
+                strcmp(jstr(up, "to"), next) == 0,
+            "first upgrade: ok %s, from %s to %s: %s",
+            json_is_true(json_object_get(r, "ok")) ? "true" : "false", jstr(up, "from"), jstr(up, "to"),
+            jstr(r, "error"));
     json_decref(r);
+    r = ev_next(&conn, 5000, &eof);
+    H_CHECK(r != NULL, "no reply to the status request sent behind the upgrade (%s)",
+            eof ? "closed" : "silence");
+    H_CHECK(json_is_true(json_object_get(r, "ok")) && strcmp(jstr(r, "version"), next) == 0 &&
+                jint(r, "upgrades") == 1,
+            "the status request behind the upgrade: version '%s', upgrades %lld; expected '%s', 1",
+            jstr(r, "version"), jint(r, "upgrades"), next);
+    json_decref(r);
+    ev_close(&conn);
 
     /* Back, through moltctl upgrade --json. */
     deploy(H_MOLTD, 0755);
