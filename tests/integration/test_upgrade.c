@@ -29,6 +29,8 @@
  *   refused         during a reload ("a reload is running", and the reload
  *                   commits), during another upgrade's check, while stopping
  *   twice           to moltd_upgrade_next and back: both done, upgrades 2
+ *   exec_fails      the check passes, execve() fails: moltd as it was, its
+ *                   descriptors close-on-exec and its signals unblocked again
  *
  * The test binaries moltd_upgrade_next (version "V+upgrade-test"),
  * moltd_upgrade_incompat (another state format) and moltd_upgrade_faulty
@@ -1232,6 +1234,95 @@ START_TEST(test_twice)
 }
 END_TEST
 
+/* =============================================================================================
+ * exec: the check passes, then execve() itself fails
+ * ============================================================================================= */
+
+/* Every descriptor of moltd beyond 0, 1 and 2 is close-on-exec (what a worker
+ * or a plugin's child could otherwise inherit). Not judged under
+ * MOLT_TEST_WRAPPER, whose program has descriptors of its own. */
+static void check_cloexec(h_molt_t *h, const char *what)
+{
+    const char *wrapper = getenv("MOLT_TEST_WRAPPER");
+    if (wrapper && *wrapper)
+        return;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/fdinfo", (int)h->pid);
+    DIR *d = opendir(dir);
+    H_CHECK(d != NULL, "opendir(%s): %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.' || fd <= 2)
+            continue;
+        char path[64 + 256];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        char *info = h_read_file(path, NULL);
+        const char *flags = strstr(info, "flags:");
+        unsigned long v = flags ? strtoul(flags + 6, NULL, 8) : 0;
+        free(info);
+        if (!flags)
+            continue; /* closed meanwhile */
+        if (!(v & 02000000)) {
+            closedir(d);
+            H_FAIL("%s: moltd's descriptor %d is not close-on-exec (flags 0%lo)", what, fd, v);
+        }
+    }
+    closedir(d);
+}
+
+/*
+ * A binary whose check passes (it runs the real moltd --upgrade-check) but
+ * which puts a file that cannot run in its own place first: the exec after
+ * the check fails. moltd carries on as it was: its descriptors close-on-exec
+ * again, its signals unblocked (a SIGHUP still reloads), and a good upgrade
+ * after it works.
+ */
+START_TEST(test_exec_fails)
+{
+    h_molt_t *h = up_new();
+    h_start_ready(h);
+    snap_t before;
+    snap_take(h, &before);
+    size_t fds = settled_fds(h);
+    check_cloexec(h, "before any upgrade");
+    char script[PATH_MAX * 2 + 256];
+    snprintf(script, sizeof(script),
+             "#!/bin/sh\n"
+             "printf 'not a program\\n' > \"$0.x\" && chmod 755 \"$0.x\" && mv \"$0.x\" \"$0\" || exit 9\n"
+             "exec %s \"$@\"\n",
+             H_MOLTD);
+    deploy_text(script, 0755);
+    json_t *r = upgrade(h);
+    check_failed_reply(r, "exec", (const char *const[]){"execve(", "Exec format error", "nothing changed", NULL},
+                       "an exec that fails after the check");
+    json_decref(r);
+    check_same_processes(h, &before, "after the failed exec");
+    curl_hello(h, H_HELLO_BODY, "after the failed exec");
+    check_fds(h, fds, false, "after the failed exec");
+    check_cloexec(h, "after the failed exec");
+
+    /* Signals were blocked around the exec: a reload by SIGHUP shows they are not any more. */
+    set_hello_body(h, "after SIGHUP\n");
+    H_CHECK(kill(h->pid, SIGHUP) == 0, "kill(SIGHUP): %s", strerror(errno));
+    bool reloaded = false;
+    for (long long end = h_now_ms() + h_ms(10000); !reloaded && h_now_ms() < end; h_sleep_ms(50)) {
+        json_t *st = status_now(h);
+        reloaded = jint(json_object_get(st, "generation"), "number") == before.gen_number + 1;
+        json_decref(st);
+    }
+    H_CHECK(reloaded, "SIGHUP after the failed exec did not reload (generation %lld expected)",
+            before.gen_number + 1);
+    curl_hello(h, "after SIGHUP\n", "after SIGHUP");
+
+    /* A good binary now: done, and the new image's descriptors close-on-exec again too. */
+    deploy(UP_NEXT, 0755);
+    json_decref(upgrade_ok(h));
+    check_cloexec(h, "after a good upgrade");
+    curl_hello(h, "after SIGHUP\n", "after the good upgrade");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_upgrade");
@@ -1242,6 +1333,7 @@ int main(void)
     tcase_add_test(tc, test_failures);
     tcase_add_test(tc, test_refused);
     tcase_add_test(tc, test_twice);
+    tcase_add_test(tc, test_exec_fails);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
