@@ -31,6 +31,9 @@
  *   twice           to moltd_upgrade_next and back: both done, upgrades 2
  *   exec_fails      the check passes, execve() fails: moltd as it was, its
  *                   descriptors close-on-exec and its signals unblocked again
+ *   corrupt_state   the check handed 140 damaged states (truncated, bits
+ *                   flipped): each refused in one line or harmless, never a
+ *                   crash, a hang or a sanitizer report
  *
  * The test binaries moltd_upgrade_next (version "V+upgrade-test"),
  * moltd_upgrade_incompat (another state format) and moltd_upgrade_faulty
@@ -1323,6 +1326,99 @@ START_TEST(test_exec_fails)
 }
 END_TEST
 
+/* =============================================================================================
+ * corrupt_state: the check reads a damaged state and says so
+ * ============================================================================================= */
+
+/* Damages the state the check is handed, then runs the real check on it, in
+ * the same process (so that its parent is moltd and the descriptors are the
+ * real ones; the damaged copy takes the lowest free number): attempt N (a counter file) truncates it (N < CORRUPT_TRUNC) or
+ * flips 1 to 4 random bytes, seeded by N. Anything else (the exec after a
+ * check that passed anyway) runs the real moltd with moltd's own arguments. */
+#define CORRUPT_TRUNC 40
+#define CORRUPT_TOTAL 140
+static const char corrupt_py[] =
+    "import os, random, sys\n"
+    "fd, out, counter, trunc, moltd = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]\n"
+    "try:\n"
+    "    n = int(open(counter).read() or 0) if os.path.exists(counter) else 0\n"
+    "    open(counter, 'w').write(str(n + 1))\n"
+    "    data = bytearray()\n"
+    "    while True:\n"
+    "        b = os.pread(fd, 65536, len(data))\n"
+    "        if not b: break\n"
+    "        data += b\n"
+    "    rnd = random.Random(n)\n"
+    "    if n < trunc:\n"
+    "        data = data[:rnd.randrange(len(data))]\n"
+    "    else:\n"
+    "        for _ in range(rnd.randint(1, 4)):\n"
+    "            i = rnd.randrange(len(data))\n"
+    "            data[i] ^= 1 << rnd.randrange(8)\n"
+    "    open(out, 'wb').write(data)\n"
+    "    bad = os.open(out, os.O_RDONLY)  # the lowest free number: none of moltd's\n"
+    "    os.set_inheritable(bad, True)\n"
+    "except Exception as e:\n"
+    "    print('corrupt.py: %s' % e)\n"
+    "    sys.exit(9)\n"
+    "os.execv(moltd, [moltd, '--upgrade-check', str(bad)])\n";
+
+/*
+ * 140 damaged states (40 truncated, 100 with flipped bits): each check ends
+ * with exit 0 (the damage was harmless: the upgrade is then done with the
+ * intact state) or 1 with one line saying what is wrong: never a crash, a
+ * hang or a sanitizer report. moltd serves on with the same pid and workers
+ * throughout.
+ */
+START_TEST(test_corrupt_state)
+{
+    h_molt_t *h = up_new();
+    h_add_plugin(h, "kv", "kv.so", NULL);
+    h_add_route(h, "/kv/", "kv");
+    h_start_ready(h);
+    snap_t before;
+    snap_take(h, &before);
+    char py[PATH_MAX + 16], counter[PATH_MAX + 16], bad[PATH_MAX + 16], script[4 * PATH_MAX + 512];
+    snprintf(py, sizeof(py), "%s/corrupt.py", h->dir);
+    snprintf(counter, sizeof(counter), "%s/corrupt.n", h->dir);
+    snprintf(bad, sizeof(bad), "%s/corrupt.state", h->dir);
+    h_write_file(py, corrupt_py, strlen(corrupt_py), 0644);
+    snprintf(script, sizeof(script),
+             "#!/bin/sh\n"
+             "if [ \"$1\" = --upgrade-check ]; then\n"
+             "    exec python3 %s \"$2\" %s %s %d %s\n"
+             "fi\n"
+             "exec %s \"$@\"\n",
+             py, bad, counter, CORRUPT_TRUNC, H_MOLTD, H_MOLTD);
+    unsigned passed = 0, refused = 0;
+    for (int i = 0; i < CORRUPT_TOTAL; i++) {
+        deploy_text(script, 0755);
+        json_t *r = upgrade(h);
+        const char *err = jstr(r, "error");
+        const char *stage = jstr(json_object_get(r, "upgrade"), "stage");
+        bool ok = json_is_true(json_object_get(r, "ok"));
+        bool clean = ok || (strcmp(stage, "check") == 0 && strstr(err, "exited with code 1: ") &&
+                            !strstr(err, "signal") && !strstr(err, "Sanitizer") && !strstr(err, "runtime error") &&
+                            !strstr(err, "did not answer"));
+        if (!clean) {
+            char *text = json_dumps(r, JSON_COMPACT);
+            fprintf(stderr, "damaged state %d (python's random.Random(%d), see corrupt_py): %s\n", i, i,
+                    text ? text : "?");
+            free(text);
+        }
+        json_decref(r);
+        H_CHECK(clean, "damaged state %d: the check did not end with a clean refusal or a pass (above)", i);
+        passed += ok;
+        refused += !ok;
+    }
+    fprintf(stderr, "damaged upgrade states: %u refused by the check, %u harmless (upgraded)\n", refused, passed);
+    H_CHECK(refused >= CORRUPT_TRUNC, "only %u of %d damaged states were refused", refused, CORRUPT_TOTAL);
+    check_same_processes(h, &before, "after the damaged states");
+    curl_hello(h, H_HELLO_BODY, "after the damaged states");
+    check_no_leftovers(h, &before, "after the damaged states");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_upgrade");
@@ -1334,6 +1430,7 @@ int main(void)
     tcase_add_test(tc, test_refused);
     tcase_add_test(tc, test_twice);
     tcase_add_test(tc, test_exec_fails);
+    tcase_add_test(tc, test_corrupt_state);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
