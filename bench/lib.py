@@ -117,3 +117,64 @@ def write_atomic(out, text):
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out + ".tmp").write_text(text)
     os.replace(out + ".tmp", out)
+
+
+# --- added for upgrade.sh ----------------------------------------------------------------------
+
+def canary(dur):
+    """The stall canary (reload.sh writes the same one into its temp dir): sleep 5 ms at a time
+    for dur seconds (0: until SIGTERM) and print how often, and by how much at most, it woke more
+    than 20 ms late. A long oversleep means the whole machine (or VM) stalled."""
+    import signal
+    end = time.monotonic() + (dur or 1e9)
+    late = []
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    while time.monotonic() < end and not stop:
+        t = time.monotonic()
+        time.sleep(0.005)
+        d = (time.monotonic() - t - 0.005) * 1e3
+        if d > 20:
+            late.append(d)
+    print(f"{len(late)} late, worst {max(late, default=0):.0f} ms")
+
+
+def flagged(cpu, canary_line):
+    """True when a run is not to be trusted: other processes used more than 10 % of the CPUs
+    (cpu: other_cpu's figure, a string) or the canary woke more than 50 ms late."""
+    m = re.match(r"(\d+) late, worst (\d+) ms", canary_line or "")
+    return (m is not None and int(m.group(2)) > 50) or (cpu.isdigit() and int(cpu) > 10)
+
+
+def kids(pid):
+    """The children of pid: /proc/PID/task/*/children (cheap), else a scan of /proc."""
+    try:
+        out = set()
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                out.update(int(x) for x in f.read().split())
+        return out
+    except FileNotFoundError:
+        return children(pid) if alive(pid) else set()
+    except OSError:
+        return set()
+
+
+def alive(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return False
+    return s[s.rindex(")") + 2] not in "ZX"
+
+
+def runs_file(pid, path):
+    """True when process pid's executable is the file at path now (same inode): after a binary
+    upgrade, the process runs the file deployed last."""
+    try:
+        a, b = os.stat(f"/proc/{pid}/exe"), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

@@ -424,3 +424,37 @@ meta_molt() { # [all] [extra]: $MOLTD's version and the git revision (see git_di
 meta_peers() { # nginx, HAProxy, wrk
     printf -- '- nginx: `%s`\n- HAProxy: `%s`\n- wrk: `%s`\n' "$(nginx_version)" "$(haproxy_version)" "$(wrk_version)"
 }
+
+# --- added for upgrade.sh ------------------------------------------------------------------
+# bench_subreaper "$0" "$@": re-execute the calling script (same pid) as a child subreaper
+# (prctl PR_SET_CHILD_SUBREAPER, kept across execve), once: the first call execs, the call in
+# the re-executed script returns. Processes orphaned below it (a daemonized nginx master, the
+# old master a binary upgrade leaves behind) become its children: bash reaps them, so they
+# leave no zombie, their CPU time lands in this shell's (cpu_ours), and descendants (stop_tree)
+# finds them. Call it first, before anything is started.
+bench_subreaper() {
+    if [[ ${BENCH_SUBREAPER:-} == "$$" ]]; then return 0; fi
+    export BENCH_SUBREAPER=$$
+    exec python3 -c 'import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+    sys.exit("prctl(PR_SET_CHILD_SUBREAPER) failed: " + os.strerror(ctypes.get_errno()))
+os.execv("/bin/bash", ["bash"] + sys.argv[1:])' "$@"
+}
+
+# canary_start FILE DUR: the stall canary of lib.py (lib.canary) in the background for DUR s
+# (0: until canary_stop), CANARY_PID; its one-line report goes to FILE. canary_stop: TERM it
+# (it still reports) and wait for it.
+canary_start() {
+    python3 -c 'import sys, lib; lib.canary(float(sys.argv[1]))' "$2" >"$1" &
+    CANARY_PID=$!
+}
+canary_stop() {
+    kill -TERM "$CANARY_PID" 2>/dev/null || true
+    wait "$CANARY_PID" || die "the stall canary failed"
+    CANARY_PID=
+}
+canary_wait() { # the canary ends on its own (DUR > 0)
+    wait "$CANARY_PID" || die "the stall canary failed"
+    CANARY_PID=
+}

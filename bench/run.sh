@@ -2,7 +2,7 @@
 # bench/run.sh: every benchmark in one run, molt beside nginx and HAProxy on this machine,
 # written up in bench/RESULTS.md with PNG plots in bench/plots/.
 #
-#   bench/run.sh                 # the full run (about 40 minutes on 2 cores)
+#   bench/run.sh                 # the full run (about 20 minutes on 2 cores)
 #   BENCH_QUICK=1 bench/run.sh   # every part with short settings (a few minutes), to check the scripts
 #
 # Installs what it needs from Debian (nginx-light, haproxy, wrk, curl, gnuplot-nox, python3 and
@@ -10,6 +10,7 @@
 # with its own defaults unless BENCH_QUICK is set:
 #   bench/http.sh     steady throughput and latency, keep-alive and Connection: close
 #   bench/reload.sh   reloads under load (40, keep-alive and close) and reload latency
+#   bench/upgrade.sh  supervisor binary upgrades under load (20 per run, 3 rounds) and their time
 #   bench/state.sh    state handoff of kv tables of 1 MB to 1 GB
 #   bench/scaling.sh  reload time against plugin count and worker count; hook overhead
 #   bench/memory.sh   RSS of every process at rest and after 100 reloads
@@ -18,7 +19,7 @@
 # the headline figures and ratios first, then every part's report. The parts' own
 # RESULTS-*.md files are left alone (each script run alone still writes its own).
 #
-# Environment: BENCH_QUICK=1 (short settings), BENCH_PARTS="http reload state scaling memory"
+# Environment: BENCH_QUICK=1 (short settings), BENCH_PARTS="http reload upgrade state scaling memory"
 # (a subset; RESULTS.md then holds only those), BENCH_STATE_SIZES (default "1 10 100 1000").
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -30,7 +31,7 @@ source scripts/deps.sh
 MOLT_DEPS+=(nginx-light haproxy gnuplot-nox python3 procps)
 molt_install_deps
 
-PARTS=${BENCH_PARTS:-"http reload state scaling memory"}
+PARTS=${BENCH_PARTS:-"http reload upgrade state scaling memory"}
 log "building molt (Release) into build-bench/"
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
 cmake --build build-bench -j"$(nproc)" >/dev/null
@@ -44,6 +45,7 @@ export BENCH_DATA=$DATA
 declare -A QUICK=(
     [http]="BENCH_DURATION=2 BENCH_ROUNDS=1"
     [reload]="BENCH_DURATION=6 BENCH_RELOADS=6 BENCH_LAT_RELOADS=3 BENCH_BASELINE_DURATION=0"
+    [upgrade]="BENCH_DURATION=4 BENCH_ROUNDS=1 BENCH_UPGRADES=4 BENCH_LAT_UPGRADES=3 BENCH_BASELINE_DURATION=0"
     [state]="BENCH_STATE_SIZES=1\ 10 BENCH_STATE_RELOADS=2"
     [scaling]="BENCH_SCALING_RELOADS=3 BENCH_DURATION=2 BENCH_ROUNDS=1"
     [memory]="BENCH_MEMORY_RELOADS=10"
@@ -174,6 +176,42 @@ if lat:
                      "" if s == "molt" else "**%s**" % ratio(by["molt"][1], r[1])))
     if "molt" in by:
         L += ["", "molt's own figure to the committed outcome (moltctl), median: %s ms." % by["molt"][4]]
+    L.append("")
+
+upl = rows("upgrade-load.tsv", header=False)
+upt = rows("upgrade-latency.tsv", header=False)
+if upl or upt:
+    L += ["## Supervisor binary upgrades (bench/upgrade.sh)", "",
+          "molt: `moltctl upgrade` (moltd re-executes its binary: same pid, same workers); nginx: the documented "
+          "USR2, WINCH, QUIT procedure (a new master); HAProxy -W: USR2 to the master (re-executes itself, "
+          "new worker). Each upgrade deploys a fresh copy of the binary first.", ""]
+if upl:
+    L += ["Under wrk load (-t2 -c64) with %s upgrades per run, medians of %s round%s:" % (
+              int(upl[0][9]) // max(1, int(upl[0][11])), upl[0][11], "" if upl[0][11] == "1" else "s"), "",
+          "| variant | server | req/s | p99 ms | max ms | socket errors c/r/w/t, median (all rounds) "
+          "| non-2xx, all rounds | upgrades done | supervisor pid, first → last | molt/this req/s |",
+          "|---|---|---:|---:|---:|---|---:|---:|---|---:|"]
+    for v in ("keepalive", "close"):
+        vr = {r[1]: r for r in upl if r[0] == v}
+        for s in ("molt", "nginx", "haproxy"):
+            if s in vr:
+                r = vr[s]
+                L.append("| %s | %s | %s | %s | %s | %s (%s) | %s | %s of %s | %s | %s |" % (
+                    "keep-alive" if v == "keepalive" else "Connection: close", s, r[2], r[3], r[4], r[5], r[6],
+                    r[7], r[8], r[9], r[10], "" if s == "molt" else "**%s**" % ratio(vr["molt"][2], r[2])))
+    L.append("")
+if upt:
+    by = {r[0]: r for r in upt}
+    L += ["Upgrade time without load (%s upgrades each), ms from the command or signal: \"in charge\" is moltd's "
+          "own `ms` for molt, the new master's workers up and answering for nginx, \"Loading success.\" for "
+          "HAProxy; \"complete\" is `moltctl upgrade` returned, the old nginx master exited (after WINCH and "
+          "QUIT), the old HAProxy worker exited:" % upt[0][6], "",
+          "| server | new binary in charge, median | max | complete, median | max | done |",
+          "|---|---:|---:|---:|---:|---:|"]
+    for s in ("molt", "nginx", "haproxy"):
+        if s in by:
+            r = by[s]
+            L.append("| %s | %s | %s | %s | %s | %s of %s |" % (s, r[1], r[2], r[3], r[4], r[5], r[6]))
     L.append("")
 
 st = rows("state.tsv")
