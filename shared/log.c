@@ -1,4 +1,5 @@
 #include "shared/log.h"
+#include "shared/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -164,15 +165,7 @@ static bool log_line_json(molt_log_level_t level, const char *ts, const char *pr
     if (prefix && strncmp(prefix, "plugin ", 7) != 0)
         n = snprintf(msg, sizeof(msg), "%s: ", prefix); /* a plugin's name gets a key of its own */
     format_msg(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
-    json_t *text = json_string(msg);
-    if (!text) {
-        /* Not UTF-8 (a client's bytes, or a character cut by the limit):
-         * the line must still be valid JSON. */
-        for (char *c = msg; *c; c++)
-            if ((unsigned char)*c >= 0x80)
-                *c = '?';
-        text = json_string(msg);
-    }
+    json_t *text = molt_json_text(msg); /* a client's bytes, or a character cut by the limit */
     json_t *o = json_object();
     if (!o || !text) {
         json_decref(o);

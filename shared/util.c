@@ -135,3 +135,19 @@ void molt_buf_free(molt_buf_t *b)
     b->data = NULL;
     b->len = b->cap = 0;
 }
+
+json_t *molt_json_text(const char *s)
+{
+    json_t *text = json_string(s);
+    if (text)
+        return text;
+    char *copy = strdup(s);
+    if (!copy)
+        return NULL;
+    for (char *c = copy; *c; c++)
+        if ((unsigned char)*c >= 0x80)
+            *c = '?';
+    text = json_string(copy);
+    free(copy);
+    return text;
+}

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #define MOLT_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* O_NONBLOCK on/off; 0 or -errno. */
@@ -37,5 +39,11 @@ int molt_buf_printf(molt_buf_t *b, const char *fmt, ...) __attribute__((format(p
 /* Drops the first n bytes. */
 void molt_buf_consume(molt_buf_t *b, size_t n);
 void molt_buf_free(molt_buf_t *b);
+
+/* s as a JSON string. Text that is not UTF-8 (a client's bytes, what another
+ * program printed, a character cut by a length limit) would make no string at
+ * all, and a reply or log line built from it would be lost: each byte of 0x80
+ * or more then becomes '?'. NULL only when out of memory. */
+json_t *molt_json_text(const char *s);
 
 #endif

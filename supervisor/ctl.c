@@ -113,7 +113,10 @@ static void reload_done(void *arg, json_t *outcome)
 {
     ctl_conn_t *c = arg;
     c->waiting = false;
-    conn_reply(c, json_incref(outcome));
+    if (outcome)
+        conn_reply(c, json_incref(outcome));
+    else /* the outcome could not be built (out of memory): EOF, rather than a client waiting forever */
+        c->closing = true;
     conn_process(c); /* requests that came in behind the reload */
     conn_flush(c);
 }
@@ -234,16 +237,8 @@ static json_t *ctl_error(const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     /* The text may quote the client's bytes (jansson's parse error does, an
-     * unknown command does) or be cut inside a character: a reply that is
-     * not UTF-8 could not be built, and the client would get none. */
-    json_t *text = json_string(msg);
-    if (!text) {
-        for (char *c = msg; *c; c++)
-            if ((unsigned char)*c >= 0x80)
-                *c = '?';
-        text = json_string(msg);
-    }
-    return json_pack("{s:b,s:o}", "ok", 0, "error", text);
+     * unknown command does) or be cut inside a character. */
+    return json_pack("{s:b,s:o}", "ok", 0, "error", molt_json_text(msg));
 }
 
 json_t *sup_ctl_parse(const char *line, size_t len, json_t **req, const char **cmd)

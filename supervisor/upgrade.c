@@ -77,7 +77,7 @@ const char *sup_upgrade_binary(void)
 
 void sup_upgrade_status(json_t *status)
 {
-    json_object_set_new(status, "binary", json_string(U.exe));
+    json_object_set_new(status, "binary", molt_json_text(U.exe));
     json_object_set_new(status, "upgrades", json_integer((json_int_t)U.upgrades));
     json_object_set_new(status, "upgraded_ms",
                         U.upgraded_wall ? json_integer((json_int_t)U.upgraded_wall) : json_null());
@@ -200,20 +200,37 @@ static void check_cleanup(void)
     }
 }
 
+/*
+ * A reply that says why. Every text in it goes through molt_json_text(): a
+ * reason quotes what the new binary printed and what a damaged state held,
+ * and a path need not be UTF-8; a string jansson refuses would leave the
+ * client without any reply.
+ */
+static json_t *failure_json(const char *lead, const char *reason, const char *from, const char *stage)
+{
+    char *error = NULL;
+    if (asprintf(&error, "%s%s", lead, reason) < 0)
+        return NULL;
+    json_t *r = json_pack("{s:b,s:o,s:{s:o,s:o,s:s}}", "ok", 0, "error", molt_json_text(error), "upgrade", "from",
+                          molt_json_text(from), "binary", molt_json_text(U.exe), "stage", stage);
+    free(error);
+    return r;
+}
+
 static json_t *failure_reply(const char *stage, const char *reason)
 {
-    return json_pack("{s:b,s:s+,s:{s:s,s:s,s:s}}", "ok", 0, "error",
-                     strcmp(stage, "refused") == 0 ? "upgrade refused: " : "upgrade failed: ", reason, "upgrade",
-                     "from", sup_version, "binary", U.exe, "stage", stage);
+    return failure_json(strcmp(stage, "refused") == 0 ? "upgrade refused: " : "upgrade failed: ", reason,
+                        sup_version, stage);
 }
 
 static void upgrade_event(const char *result, const char *from, const char *to, const char *error)
 {
-    json_t *ev = json_pack("{s:s,s:s,s:s,s:s}", "type", "upgrade", "result", result, "from", from, "binary", U.exe);
+    json_t *ev = json_pack("{s:s,s:s,s:o,s:o}", "type", "upgrade", "result", result, "from", molt_json_text(from),
+                           "binary", molt_json_text(U.exe));
     if (ev && to)
-        json_object_set_new(ev, "to", json_string(to));
+        json_object_set_new(ev, "to", molt_json_text(to));
     if (ev && error)
-        json_object_set_new(ev, "error", json_string(error));
+        json_object_set_new(ev, "error", molt_json_text(error));
     sup_event_emit(ev);
 }
 
@@ -720,8 +737,7 @@ void sup_upgrade_resumed(void)
         sup_notify_ready(false, "upgrade failed: %s", reason);
         sup_metrics_on_upgrade(false);
         upgrade_event("failed", from, NULL, reason);
-        reply = json_pack("{s:b,s:s+,s:{s:s,s:s,s:s}}", "ok", 0, "error", "upgrade failed: ", reason, "upgrade",
-                          "from", from, "binary", U.exe, "stage", "restore");
+        reply = failure_json("upgrade failed: ", reason, from, "restore");
     } else {
         U.upgrades++;
         U.upgraded_wall = molt_wall_ms();
@@ -731,9 +747,9 @@ void sup_upgrade_resumed(void)
         sup_notify_ready(false, "upgraded to moltd %s in %llu ms", sup_version, (unsigned long long)ms);
         sup_metrics_on_upgrade(true);
         upgrade_event("done", from, sup_version, NULL);
-        reply = json_pack("{s:b,s:{s:s,s:s,s:s,s:I,s:I,s:I,s:I}}", "ok", 1, "upgrade", "from", from, "to",
-                          sup_version, "binary", U.exe, "pid", (json_int_t)getpid(), "ms", (json_int_t)ms, "workers",
-                          (json_int_t)workers, "generations", (json_int_t)gens);
+        reply = json_pack("{s:b,s:{s:o,s:s,s:o,s:I,s:I,s:I,s:I}}", "ok", 1, "upgrade", "from", molt_json_text(from),
+                          "to", sup_version, "binary", molt_json_text(U.exe), "pid", (json_int_t)getpid(), "ms",
+                          (json_int_t)ms, "workers", (json_int_t)workers, "generations", (json_int_t)gens);
     }
     sup_ctl_upgrade_reply(reply);
     json_decref(reply);

@@ -1405,3 +1405,11 @@ TCase *h_tcase(const char *name, int timeout)
     tcase_set_timeout(tc, h_ms(timeout));
     return tc;
 }
+
+void h_fmt(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+}

@@ -55,18 +55,26 @@
 #define H_MAX_PIDS 256
 #define H_MAX_LAUNCH 24
 
-/* Fails the test after cleaning up everything it started (see above). */
+/* vsnprintf into buf: a failure message, cut at len - 1 bytes if it must be. */
+void h_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Fails the test after cleaning up everything it started (see above). The
+ * message is formatted first: the cleanup frees every h_molt_t, which the
+ * arguments often read (h->sock_path, h->pid). */
 #define H_CHECK(expr, fmt, ...)                                                                              \
     do {                                                                                                     \
         if (!(expr)) {                                                                                       \
+            char h_msg_[4096];                                                                               \
+            h_fmt(h_msg_, sizeof(h_msg_), "(%s) " fmt, #expr, ##__VA_ARGS__);                                \
             h_on_failure();                                                                                  \
-            ck_abort_msg("(%s) " fmt, #expr, ##__VA_ARGS__);                                                 \
+            ck_abort_msg("%s", h_msg_);                                                                      \
         }                                                                                                    \
     } while (0)
 #define H_FAIL(fmt, ...)                                                                                     \
     do {                                                                                                     \
+        char h_msg_[4096];                                                                                   \
+        h_fmt(h_msg_, sizeof(h_msg_), fmt, ##__VA_ARGS__);                                                   \
         h_on_failure();                                                                                      \
-        ck_abort_msg(fmt, ##__VA_ARGS__);                                                                    \
+        ck_abort_msg("%s", h_msg_);                                                                          \
     } while (0)
 
 /* ms scaled by MOLT_TEST_TIMEOUT_SCALE (see above): ms itself when it is unset. For a

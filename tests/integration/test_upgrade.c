@@ -31,6 +31,7 @@
  *   twice           to moltd_upgrade_next and back: both done, upgrades 2
  *   exec_fails      the check passes, execve() fails: moltd as it was, its
  *                   descriptors close-on-exec and its signals unblocked again
+ *   check_not_utf8  a check that prints bytes that are not UTF-8: answered
  *   corrupt_state   the check handed 140 damaged states (truncated, bits
  *                   flipped): each refused in one line or harmless, never a
  *                   crash, a hang or a sanitizer report
@@ -129,8 +130,9 @@ static json_t *upgrade(h_molt_t *h)
     int fd = h_ctl_open(h, "{\"cmd\":\"upgrade\"}");
     H_CHECK(fd >= 0, "cannot send the upgrade request to %s", h->sock_path);
     json_t *r = h_ctl_reply(fd, 30000);
-    H_CHECK(r != NULL, "no reply to the upgrade request within %d s (moltd %s)", h_ms(30000) / 1000,
-            h_reap(h) ? "exited" : "runs");
+    /* Asked before H_CHECK, whose cleanup frees h. */
+    const char *alive = r ? "" : h_reap(h) ? "exited" : "runs";
+    H_CHECK(r != NULL, "no reply to the upgrade request within %d s (moltd %s)", h_ms(30000) / 1000, alive);
     return r;
 }
 
@@ -1419,6 +1421,21 @@ START_TEST(test_corrupt_state)
 }
 END_TEST
 
+/* A check that prints bytes that are not UTF-8: the reply still comes (a
+ * JSON string cannot hold them: each becomes '?'), and says what it could. */
+START_TEST(test_check_not_utf8)
+{
+    h_molt_t *h = up_new();
+    h_start_ready(h);
+    deploy_text("#!/bin/sh\nprintf 'bad \\377\\376 bytes\\n'\nexit 1\n", 0755);
+    json_t *r = upgrade(h);
+    check_failed_reply(r, "check", (const char *const[]){"exited with code 1: bad ?? bytes", NULL},
+                       "a check that prints bytes that are not UTF-8");
+    json_decref(r);
+    curl_hello(h, H_HELLO_BODY, "after it");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_upgrade");
@@ -1431,6 +1448,7 @@ int main(void)
     tcase_add_test(tc, test_twice);
     tcase_add_test(tc, test_exec_fails);
     tcase_add_test(tc, test_corrupt_state);
+    tcase_add_test(tc, test_check_not_utf8);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
