@@ -122,7 +122,7 @@ def write_atomic(out, text):
 # --- added for upgrade.sh ----------------------------------------------------------------------
 
 def canary(dur):
-    """The stall canary (reload.sh writes the same one into its temp dir): sleep 5 ms at a time
+    """The stall canary (lib.sh canary_start runs it): sleep 5 ms at a time
     for dur seconds (0: until SIGTERM) and print how often, and by how much at most, it woke more
     than 20 ms late. A long oversleep means the whole machine (or VM) stalled."""
     import signal
@@ -178,3 +178,47 @@ def runs_file(pid, path):
     except OSError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+# --- the reports of reload.sh and upgrade.sh ----------------------------------------------------
+
+def read(p, default="-"):
+    return p.read_text().strip() if p.exists() else default
+
+
+def med(xs):
+    import statistics
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def mx(xs):
+    xs = [x for x in xs if x is not None]
+    return max(xs) if xs else float("nan")
+
+
+def f1(x):
+    return "-" if x is None or x != x else f"{x:.1f}"
+
+
+FLAGGED = []  # runs marked by mark(), for flag_note()
+
+
+def mark(name, cpu, canary_line, where):
+    """name, or "name (!)" (and remembered) when the run is flagged()."""
+    if flagged(cpu, canary_line):
+        FLAGGED.append(f"{where}: {name}")
+        return f"{name} (!)"
+    return name
+
+
+def flag_note(summary):
+    """The paragraph saying which runs were marked (or that none was); also into summary."""
+    if FLAGGED:
+        print("**(!)**: during these runs another process used more than 10 % of the CPUs or the "
+              "stall canary woke more than 50 ms late, so their latency (and throughput) figures say more "
+              "about the machine than about the server: " + "; ".join(FLAGGED) + ".\n")
+        summary.append(("Flagged runs (machine busy or stalled)", FLAGGED))
+    else:
+        print("No run was flagged: no other process used more than 10 % of the CPUs and the stall "
+              "canary never woke more than 50 ms late.\n")

@@ -458,3 +458,22 @@ canary_wait() { # the canary ends on its own (DUR > 0)
     wait "$CANARY_PID" || die "the stall canary failed"
     CANARY_PID=
 }
+
+# --- the servers of reload.sh and upgrade.sh (SERVERS: molt nginx haproxy, started with start) ---
+# Server processes (the started pid and its descendants) right now.
+nprocs() { echo $((1 + $(descendants "$(pid_of "$1")" | wc -l))); } # server
+alive_or_die() {
+    local s
+    for s in "${SERVERS[@]}"; do
+        kill -0 "$(pid_of "$s")" 2>/dev/null || die "$s died (see $TMP/$s/)"
+    done
+}
+log_file() { # server -> the log where its reloads and upgrades show
+    case $1 in
+        molt) echo "$TMP/molt/stderr.log" ;;
+        nginx) echo "$TMP/nginx/error.log" ;;
+        haproxy) echo "$TMP/haproxy/stderr.log" ;;
+    esac
+}
+log_lines() { wc -l <"$(log_file "$1")"; }
+log_since() { tail -n +$(($2 + 1)) "$(log_file "$1")"; } # server lines-before

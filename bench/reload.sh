@@ -138,53 +138,13 @@ done
 [[ $(cat "$TMP/haproxy/haproxy.pid" 2>/dev/null) == "$(pid_of haproxy)" ]] ||
     die "haproxy.pid does not hold the master's pid $(pid_of haproxy)"
 
-# Server processes (the started pid and its descendants) right now.
-nprocs() { # server
-    echo $((1 + $(descendants "$(pid_of "$1")" | wc -l)))
-}
-alive_or_die() {
-    local s
-    for s in "${SERVERS[@]}"; do
-        kill -0 "$(pid_of "$s")" 2>/dev/null || die "$s died (see $TMP/$s/)"
-    done
-}
-log_file() { # server -> the log where its reloads show
-    case $1 in
-        molt) echo "$TMP/molt/stderr.log" ;;
-        nginx) echo "$TMP/nginx/error.log" ;;
-        haproxy) echo "$TMP/haproxy/stderr.log" ;;
-    esac
-}
-log_lines() { wc -l <"$(log_file "$1")"; }
-log_since() { tail -n +$(($2 + 1)) "$(log_file "$1")"; } # server lines-before
-
-
 # CPU accounting (lib.sh): the machine's user+nice+system+irq+softirq; ours: what our servers
 # used, plus what the reaped ones had used (old workers; HAProxy's re-executed master keeps its
 # pid), plus this shell's reaped children (wrk, moltctl, nginx -s, the canary, ...).
 
-# Stall canary: sleeps 5 ms at a time for the run's duration (or until SIGTERM) and reports how often, and by
-# how much at most, it woke more than 20 ms late. On a saturated but healthy machine it
-# wakes within a few ms; a long oversleep means the whole machine (or VM) stalled, which
-# then shows up in every server's max latency, whatever the server did.
-cat >"$TMP/canary.py" <<'PY'
-import signal, sys, time
-dur = float(sys.argv[1])  # 0: until SIGTERM
-end = time.monotonic() + (dur or 1e9)
-late = []
-stop = False
-def on_term(*_):
-    global stop
-    stop = True
-signal.signal(signal.SIGTERM, on_term)
-while time.monotonic() < end and not stop:
-    t = time.monotonic()
-    time.sleep(0.005)
-    d = (time.monotonic() - t - 0.005) * 1e3
-    if d > 20:
-        late.append(d)
-print(f"{len(late)} late, worst {max(late, default=0):.0f} ms")
-PY
+# Stall canary (lib.sh canary_start): it wakes every 5 ms and reports how often, and by how much
+# at most, it woke more than 20 ms late; a long oversleep means the whole machine (or VM)
+# stalled, which then shows up in every server's max latency, whatever the server did.
 
 # --- 1. reload latency, no load --------------------------------------------------
 # For each reload: make the other body live, start the reload command, and poll
@@ -271,14 +231,11 @@ if ((LAT_RELOADS > 0)); then
         mapfile -t rcmd < <(reload_argv "$s")
         v="CUR_$s"
         ll0=$(log_lines "$s")
-        python3 "$TMP/canary.py" 0 >"$TMP/lat/$s.canary" &
-        CANARY_PID=$!
+        canary_start "$TMP/lat/$s.canary" 0
         run_helper python3 "$TMP/lat/poll.py" "$s" "$(port_of "$s")" "$(conf_of "$s")" "${!v}" "$LAT_RELOADS" \
             "$LAT_SETTLE" "$TMP/lat/$s.jsonl" "$BODY1" "$BODY2" -- "${rcmd[@]}" >"$TMP/lat/$s.cur" ||
             die "reload-latency measurement failed for $s"
-        kill -TERM "$CANARY_PID"
-        wait "$CANARY_PID" || die "the stall canary failed"
-        CANARY_PID=
+        canary_stop
         printf -v "CUR_$s" '%s' "$(cat "$TMP/lat/$s.cur")"
         sleep 1
         log_since "$s" "$ll0" >"$TMP/lat/$s.log"
@@ -307,8 +264,7 @@ run_load() { # variant server duration reloads tag
     : >"$f.out"
     ll0=$(log_lines "$s")
     busy0=$(cpu_busy) ours0=$(cpu_ours "${PIDS[@]}")
-    python3 "$TMP/canary.py" "$dur" >"$f.canary" &
-    CANARY_PID=$!
+    canary_start "$f.canary" "$dur"
     t0=$(now_ns)
     wrk -t"$THREADS" -c"$CONNS" -d"${dur}s" --latency "${extra[@]}" \
         "http://127.0.0.1:$(port_of "$s")/" >"$f.wrk" &
@@ -343,8 +299,7 @@ run_load() { # variant server duration reloads tag
     fi
     wait "$WRK_PID" || die "wrk failed against $s"
     WRK_PID=
-    wait "$CANARY_PID" || die "the stall canary failed"
-    CANARY_PID=
+    canary_wait
     busy1=$(cpu_busy) ours1=$(cpu_ours "${PIDS[@]}") t1=$(now_ns)
     other_cpu "$busy0" "$busy1" "$ours0" "$ours1" "$t0" "$t1" >"$f.cpu"
     echo "$late" >"$f.late"
@@ -397,31 +352,8 @@ variants = sys.argv[6:]
 servers = ["molt", "nginx", "haproxy"]
 title = {"keepalive": "keep-alive", "close": "Connection: close"}
 
-def read(p, default="-"):
-    return p.read_text().strip() if p.exists() else default
-
-# A run during which something else used the machine, or the machine stalled, is flagged.
-flagged = []
-
-def mark(name, cpu, canary, where):
-    m = re.match(r"(\d+) late, worst (\d+) ms", canary)
-    worst = int(m.group(2)) if m else 0
-    busy = cpu.isdigit() and int(cpu) > 10
-    if worst > 50 or busy:
-        flagged.append(f"{where}: {name}")
-        return f"{name} (!)"
-    return name
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else float("nan")
-
-def mx(xs):
-    xs = [x for x in xs if x is not None]
-    return max(xs) if xs else float("nan")
-
-def f1(x):
-    return "-" if x != x else f"{x:.1f}"
+# A run during which something else used the machine, or the machine stalled, is marked (lib.mark).
+from lib import read, med, mx, f1, mark
 
 def reconfigured(text):
     return len(re.findall(r"received from \d+, reconfiguring", text))
@@ -558,14 +490,7 @@ for v in variants:
                         f"{x['p99']:.2f}\t{x['max']:.2f}\t{x['committed'] if s == 'molt' else ''}\t{x['sent']}\n")
 
 _redirect.__exit__(None, None, None)
-if flagged:
-    print("**(!)**: during these runs another process used more than 10 % of the CPUs or the "
-          "stall canary woke more than 50 ms late, so their latency (and throughput) figures say more "
-          "about the machine than about the server: " + "; ".join(flagged) + ".\n")
-    summary.append(("Flagged runs (machine busy or stalled)", flagged))
-else:
-    print("No run was flagged: no other process used more than 10 % of the CPUs and the stall "
-          "canary never woke more than 50 ms late.\n")
+lib.flag_note(summary)
 print(tables.getvalue(), end="")
 
 for t, lines in summary:

@@ -159,23 +159,6 @@ for s in "${SERVERS[@]}"; do
     log "$s ready on 127.0.0.1:$(port_of "$s") (pid $(pid_of "$s"))"
 done
 
-nprocs() { echo $((1 + $(descendants "$(pid_of "$1")" | wc -l))); } # server
-alive_or_die() {
-    local s
-    for s in "${SERVERS[@]}"; do
-        kill -0 "$(pid_of "$s")" 2>/dev/null || die "$s died (see $TMP/$s/)"
-    done
-}
-log_file() { # server -> the log where its upgrades show
-    case $1 in
-        molt) echo "$TMP/molt/stderr.log" ;;
-        nginx) echo "$TMP/nginx/error.log" ;;
-        haproxy) echo "$TMP/haproxy/stderr.log" ;;
-    esac
-}
-log_lines() { wc -l <"$(log_file "$1")"; }
-log_since() { tail -n +$(($2 + 1)) "$(log_file "$1")"; } # server lines-before
-
 # After the driver ran: nginx's master is the one it left (the pid file's); PIDS follows.
 follow_nginx() {
     local new
@@ -536,30 +519,10 @@ new_what = {"molt": "moltd's `ms`", "nginx": "new master's workers up and a resp
             "haproxy": "\"Loading success.\" logged"}
 total_what = {"molt": "moltctl returned", "nginx": "old master exited", "haproxy": "old worker exited"}
 
-def read(p, default="-"):
-    return p.read_text().strip() if p.exists() else default
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else float("nan")
-
-def mx(xs):
-    xs = [x for x in xs if x is not None]
-    return max(xs) if xs else float("nan")
-
-def f1(x):
-    return "-" if x is None or x != x else f"{x:.1f}"
+from lib import read, med, mx, f1, mark
 
 def jsonl(p):
     return [json.loads(l) for l in read(p, "").splitlines() if l.strip()]
-
-flagged = []
-
-def mark(name, cpu, canary, where):
-    if lib.flagged(cpu, canary):
-        flagged.append(f"{where}: {name}")
-        return f"{name} (!)"
-    return name
 
 summary = []
 
@@ -737,14 +700,7 @@ for v in variants:
                         f"{sum(x['sent'] for x in rr)}\t{pids(rr)}\t{rounds}\n")
 
 _redirect.__exit__(None, None, None)
-if flagged:
-    print("**(!)**: during these runs another process used more than 10 % of the CPUs or the "
-          "stall canary woke more than 50 ms late, so their latency (and throughput) figures say more "
-          "about the machine than about the server: " + "; ".join(flagged) + ".\n")
-    summary.append(("Flagged runs (machine busy or stalled)", flagged))
-else:
-    print("No run was flagged: no other process used more than 10 % of the CPUs and the stall "
-          "canary never woke more than 50 ms late.\n")
+lib.flag_note(summary)
 print(tables.getvalue(), end="")
 
 for t, lines in summary:
