@@ -189,6 +189,10 @@ bool h_pid_alive(pid_t pid);
 bool h_wait_pid_gone(pid_t pid, int timeout_ms, int *wstatus);
 /* Live processes of this test's process group other than the test itself. */
 size_t h_group_procs(pid_t *pids, size_t max);
+/* Open descriptors of pid (/proc/PID/fd); fails the test if it cannot be read. */
+size_t h_count_fds(pid_t pid);
+/* Children of pid that are zombies (exited, not reaped). */
+size_t h_zombie_children(pid_t pid);
 void h_sleep_ms(int ms);
 long long h_now_ms(void);
 

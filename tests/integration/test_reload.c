@@ -594,46 +594,6 @@ START_TEST(test_slots_stable)
 }
 END_TEST
 
-static size_t count_fds(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    H_CHECK(d != NULL, "opendir(%s): %s", path, strerror(errno));
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
-/* Children of pid that are zombies (exited, not reaped). */
-static size_t count_zombie_children(pid_t pid)
-{
-    size_t n = 0;
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        char path[300], buf[512];
-        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        char state;
-        int ppid;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == pid && state == 'Z')
-            n++;
-    }
-    if (d)
-        closedir(d);
-    return n;
-}
-
 /* A hundred reloads leave the supervisor as they found it: the same open
  * descriptors, no zombie child, generation directories within
  * keep_generations. */
@@ -647,7 +607,7 @@ START_TEST(test_hundred_reloads)
     H_CHECK(moltctl_reload(h, &c) == 0, "first reload: %s", c.out); /* reach a steady state */
     h_cmd_free(&c);
     h_sleep_ms(200);
-    size_t fds0 = count_fds(h->pid);
+    size_t fds0 = h_count_fds(h->pid);
     for (int i = 0; i < 100; i++) {
         set_hello(h, "hello.so", i % 2 ? "odd\n" : "even\n");
         int rc = moltctl_reload(h, &c);
@@ -657,8 +617,8 @@ START_TEST(test_hundred_reloads)
     /* the last old generation drains: give it a moment */
     size_t fds = 0, zombies = 0;
     for (int i = 0; i < 50; i++) {
-        fds = count_fds(h->pid);
-        zombies = count_zombie_children(h->pid);
+        fds = h_count_fds(h->pid);
+        zombies = h_zombie_children(h->pid);
         if (fds == fds0 && zombies == 0 && gen_dirs(h) <= 3)
             break;
         h_sleep_ms(100);

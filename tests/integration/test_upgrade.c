@@ -290,20 +290,6 @@ static void check_same_processes(h_molt_t *h, const snap_t *before, const char *
             before->nworkers);
 }
 
-static size_t count_fds(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    H_CHECK(d != NULL, "opendir(%s): %s", path, strerror(errno));
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /*
  * moltd's open descriptors, once a control connection the test just closed is
  * gone too. `execed`: moltd executed a binary since `want` was counted. Under
@@ -322,7 +308,7 @@ static void check_fds(h_molt_t *h, size_t want, bool execed, const char *what)
     }
     size_t n = 0;
     for (long long end = h_now_ms() + h_ms(3000);; h_sleep_ms(20)) {
-        n = count_fds(h->pid);
+        n = h_count_fds(h->pid);
         if (n == want || h_now_ms() >= end)
             break;
     }
@@ -338,38 +324,12 @@ static void check_fds(h_molt_t *h, size_t want, bool execed, const char *what)
 /* moltd's descriptors once they settle (a connection of ours closing). */
 static size_t settled_fds(h_molt_t *h)
 {
-    size_t n = count_fds(h->pid);
+    size_t n = h_count_fds(h->pid);
     for (int same = 0; same < 5; h_sleep_ms(40)) {
-        size_t m = count_fds(h->pid);
+        size_t m = h_count_fds(h->pid);
         same = m == n ? same + 1 : 0;
         n = m;
     }
-    return n;
-}
-
-/* Children of pid that are zombies (exited, not reaped). */
-static size_t zombie_children(pid_t pid)
-{
-    size_t n = 0;
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        char path[300], buf[512];
-        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        char state;
-        int ppid;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == pid && state == 'Z')
-            n++;
-    }
-    if (d)
-        closedir(d);
     return n;
 }
 
@@ -391,7 +351,7 @@ static void check_no_leftovers(h_molt_t *h, const snap_t *s, const char *what)
             if (!known && !extra++)
                 first = procs[i];
         }
-        zombies = zombie_children(h->pid);
+        zombies = h_zombie_children(h->pid);
         if ((extra == 0 && zombies == 0) || h_now_ms() >= end)
             break;
     }
