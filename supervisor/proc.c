@@ -1021,10 +1021,9 @@ static bool unpack_proc(sup_up_rd_t *rd, const msgpack_object *o)
         p->chan_w.data = p;
         ev_io_start(S.loop, &p->chan_w);
     }
-    p->timer_w.data = p;
+    p->timer_w.data = p; /* also when it is not running: proc_schedule_respawn() only re-inits it */
     if (timer_set) {
         ev_timer_init(&p->timer_w, proc_on_timer, timer_s, 0.);
-        p->timer_w.data = p;
         ev_timer_start(S.loop, &p->timer_w);
     }
     return true;

@@ -83,11 +83,6 @@ void sup_upgrade_status(json_t *status)
                         U.upgraded_wall ? json_integer((json_int_t)U.upgraded_wall) : json_null());
 }
 
-bool sup_upgrade_running(void)
-{
-    return U.running;
-}
-
 void *sup_upgrade_waiter(void)
 {
     return U.running ? U.arg : NULL;

@@ -64,8 +64,6 @@ void sup_upgrade_request(sup_upgrade_done_fn done, void *arg);
 void sup_upgrade_forget(void *arg);
 /* The check child ended (sup_on_child); true if pid was it. */
 bool sup_upgrade_on_child(pid_t pid, int status);
-/* Is an upgrade running (its check)? */
-bool sup_upgrade_running(void);
 /* moltd stops: an upgrade in its check ends, failed. */
 void sup_upgrade_shutdown(void);
 
